@@ -1,0 +1,324 @@
+//! The D-Bus API: `org.layerd.Layerd1` and its transaction objects.
+//!
+//! This layer only translates: it parses options into an [`Operation`], identifies the caller,
+//! and mirrors engine state and transaction events as properties and signals. All behaviour
+//! lives in the engine so gRPC can share it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use layerd_interfaces::{Deployment, Error as ApiError, TransactionInfo, TransactionResult, OBJECT_PATH};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::{fdo, Connection, ObjectServer};
+
+use crate::cleanup::CleanupOptions;
+use crate::engine::{Engine, Operation};
+use crate::txn::{Caller, Event, Transaction};
+
+/// The options dictionary of one call: typed accessors that name the bad option, and a check
+/// that nothing unknown was passed.
+struct Options {
+    method: &'static str,
+    map: HashMap<String, OwnedValue>,
+}
+
+impl Options {
+    fn new(method: &'static str, map: HashMap<String, OwnedValue>) -> Self {
+        Options { method, map }
+    }
+
+    fn bool(&mut self, key: &str) -> Result<bool, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(false),
+            Some(v) => match &*v {
+                Value::Bool(b) => Ok(*b),
+                other => Err(ApiError::InvalidArgument(format!(
+                    "option '{key}' of {} must be a boolean (b), not '{}'",
+                    self.method,
+                    other.value_signature()
+                ))),
+            },
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(v) => match &*v {
+                Value::Str(s) => Ok(Some(s.to_string())),
+                other => Err(ApiError::InvalidArgument(format!(
+                    "option '{key}' of {} must be a string (s), not '{}'",
+                    self.method,
+                    other.value_signature()
+                ))),
+            },
+        }
+    }
+
+    /// Refuse leftovers: a misspelt option must not be silently ignored.
+    fn finish(self) -> Result<(), ApiError> {
+        let mut unknown: Vec<&String> = self.map.keys().collect();
+        unknown.sort();
+        match unknown.as_slice() {
+            [] => Ok(()),
+            keys => Err(ApiError::InvalidArgument(format!(
+                "unknown option{} for {}: {}",
+                if keys.len() > 1 { "s" } else { "" },
+                self.method,
+                keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+}
+
+/// `org.layerd.Layerd1` at `/org/layerd/Layerd1`.
+pub struct Layerd1 {
+    engine: Arc<Engine>,
+}
+
+impl Layerd1 {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Layerd1 { engine }
+    }
+
+    async fn caller(&self, conn: &Connection, header: &Header<'_>, client_id: Option<String>) -> Caller {
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let mut uid = u32::MAX;
+        if let Some(s) = header.sender() {
+            if let Ok(proxy) = fdo::DBusProxy::new(conn).await {
+                if let Ok(u) = proxy.get_connection_unix_user(s.clone().into()).await {
+                    uid = u;
+                }
+            }
+        }
+        Caller { sender, uid, client_id: client_id.unwrap_or_default() }
+    }
+
+    /// Create the transaction and publish its object; returns its path.
+    async fn submit(
+        &self,
+        op: Operation,
+        caller: Caller,
+        conn: &Connection,
+        server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        let txn = self.engine.create(op, caller)?;
+        let path = OwnedObjectPath::try_from(txn.path())
+            .map_err(|e| ApiError::Failed(format!("transaction path: {e}")))?;
+        server
+            .at(path.clone(), TransactionObject { txn: txn.clone(), engine: self.engine.clone() })
+            .await?;
+        tokio::spawn(forward_events(conn.clone(), path.clone(), txn));
+        Ok(path)
+    }
+}
+
+#[zbus::interface(name = "org.layerd.Layerd1")]
+impl Layerd1 {
+    async fn rollback(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        let mut o = Options::new("Rollback", options);
+        let reboot = o.bool("reboot")?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Rollback { reboot }, caller, conn, server).await
+    }
+
+    async fn cleanup(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        let mut o = Options::new("Cleanup", options);
+        let opts = CleanupOptions {
+            pending: o.bool("pending")?,
+            rollback: o.bool("rollback")?,
+            base: o.bool("base")?,
+            repomd: o.bool("repomd")?,
+        };
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Cleanup(opts), caller, conn, server).await
+    }
+
+    async fn reload(&self) -> Result<(), ApiError> {
+        self.engine.refresh().await;
+        self.engine.snapshot().await?;
+        Ok(())
+    }
+
+    #[zbus(property)]
+    async fn deployments(&self) -> fdo::Result<Vec<Deployment>> {
+        let s = self.engine.snapshot().await.map_err(|e| fdo::Error::Failed(e.to_string()))?;
+        Ok(s.deployments.clone())
+    }
+
+    #[zbus(property)]
+    async fn booted_deployment(&self) -> fdo::Result<String> {
+        let s = self.engine.snapshot().await.map_err(|e| fdo::Error::Failed(e.to_string()))?;
+        Ok(s.booted_id.clone())
+    }
+
+    #[zbus(property)]
+    async fn sysroot(&self) -> String {
+        self.engine.sysroot().path().display().to_string()
+    }
+
+    #[zbus(property)]
+    async fn is_booted(&self) -> fdo::Result<bool> {
+        let s = self.engine.snapshot().await.map_err(|e| fdo::Error::Failed(e.to_string()))?;
+        Ok(s.is_booted)
+    }
+
+    #[zbus(property)]
+    async fn transactions(&self) -> Vec<TransactionInfo> {
+        self.engine.active()
+    }
+
+    #[zbus(property)]
+    async fn daemon_version(&self) -> String {
+        crate::VERSION.to_string()
+    }
+}
+
+/// `org.layerd.Layerd1.Transaction` at `/org/layerd/Layerd1/Transaction/<id>`.
+pub struct TransactionObject {
+    txn: Arc<Transaction>,
+    engine: Arc<Engine>,
+}
+
+#[zbus::interface(name = "org.layerd.Layerd1.Transaction")]
+impl TransactionObject {
+    async fn start(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> Result<(), ApiError> {
+        self.engine.start(&self.txn)?;
+        let _ = self.state_changed(&emitter).await;
+        Ok(())
+    }
+
+    async fn cancel(&self) -> Result<(), ApiError> {
+        self.engine.cancel(&self.txn);
+        Ok(())
+    }
+
+    #[zbus(property)]
+    async fn id(&self) -> String {
+        self.txn.id.clone()
+    }
+
+    #[zbus(property)]
+    async fn title(&self) -> String {
+        self.txn.title.clone()
+    }
+
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.txn.state().as_str().to_string()
+    }
+
+    #[zbus(property)]
+    async fn result(&self) -> TransactionResult {
+        self.txn.result().unwrap_or_default()
+    }
+
+    #[zbus(signal)]
+    async fn message(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn finished(emitter: &SignalEmitter<'_>, result: TransactionResult) -> zbus::Result<()>;
+}
+
+/// Mirror one transaction's events as signals. History is replayed first, so nothing emitted
+/// between creation and this task's start is lost.
+async fn forward_events(conn: Connection, path: OwnedObjectPath, txn: Arc<Transaction>) {
+    let Ok(emitter) = SignalEmitter::new(&conn, path.clone()) else { return };
+    let (past, mut rx) = txn.subscribe();
+    let send = |ev: Event| {
+        let emitter = emitter.clone();
+        let conn = conn.clone();
+        let path = path.clone();
+        async move {
+            match ev {
+                Event::Message(text) => {
+                    let _ = TransactionObject::message(&emitter, &text).await;
+                    false
+                }
+                Event::Finished(result) => {
+                    if let Ok(iface) = conn.object_server().interface::<_, TransactionObject>(&path).await {
+                        let obj = iface.get().await;
+                        let _ = obj.state_changed(&emitter).await;
+                        let _ = obj.result_changed(&emitter).await;
+                    }
+                    let _ = TransactionObject::finished(&emitter, result).await;
+                    true
+                }
+            }
+        }
+    };
+    for ev in past {
+        if send(ev).await {
+            return;
+        }
+    }
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                if send(ev).await {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                log::warn!("transaction {}: {n} progress events dropped for D-Bus (subscriber too slow)", txn.id);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Keep properties and objects in step with the engine: status changes become
+/// `PropertiesChanged` signals, expired transactions lose their objects.
+pub fn spawn_mirrors(conn: Connection, engine: Arc<Engine>) {
+    let c = conn.clone();
+    let mut snap = engine.subscribe_snapshot();
+    tokio::spawn(async move {
+        while snap.changed().await.is_ok() {
+            if let Ok(iface) = c.object_server().interface::<_, Layerd1>(OBJECT_PATH).await {
+                let obj = iface.get().await;
+                let em = iface.signal_emitter();
+                let _ = obj.deployments_changed(em).await;
+                let _ = obj.booted_deployment_changed(em).await;
+                let _ = obj.is_booted_changed(em).await;
+            }
+        }
+    });
+    let c = conn.clone();
+    let mut txns = engine.subscribe_transactions();
+    tokio::spawn(async move {
+        while txns.changed().await.is_ok() {
+            if let Ok(iface) = c.object_server().interface::<_, Layerd1>(OBJECT_PATH).await {
+                let _ = iface.get().await.transactions_changed(iface.signal_emitter()).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let period = (engine.result_ttl() / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(period).await;
+            for id in engine.expire() {
+                let path = format!("{}{id}", layerd_interfaces::TRANSACTION_PATH_PREFIX);
+                let _ = conn.object_server().remove::<TransactionObject, _>(path.as_str()).await;
+            }
+        }
+    });
+}

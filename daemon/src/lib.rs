@@ -1,0 +1,33 @@
+//! The layerd engine.
+//!
+//! One engine serves every API: the D-Bus layer (`dbus`) and, later, gRPC only translate
+//! requests into [`engine::Operation`]s and transaction events back into their protocol.
+//!
+//! Where things live:
+//! - [`sysroot`]: opening, loading and locking the ostree sysroot.
+//! - [`origin`]: the deployment origin file (what was asked for), in rpm-ostree's layout.
+//! - [`status`]: turning the sysroot into the typed status every client reads.
+//! - [`rollback`], [`cleanup`]: the deployment-list operations.
+//! - [`txn`]: the transaction model (state, events, cancel, results).
+//! - [`engine`]: the single-writer engine: status cache, transactions, dispatch.
+//! - [`dbus`]: the `org.layerd.Layerd1` D-Bus objects.
+
+pub mod cleanup;
+pub mod dbus;
+pub mod engine;
+pub mod error;
+pub mod gvariant;
+pub mod origin;
+pub mod rollback;
+pub mod status;
+pub mod sysroot;
+pub mod txn;
+pub mod watch;
+
+pub use error::{Error, Result};
+
+/// libostree, glib and gio, re-exported by ostree-ext so exactly one glib is linked.
+pub use ostree_ext::{gio, glib, ostree};
+
+/// layerd's version, recorded in status and (later) in commit metadata.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

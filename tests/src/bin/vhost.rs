@@ -1,0 +1,40 @@
+//! `vhost`: drive a virtual host by hand or run the demo (`make demo`).
+use anyhow::Result;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "layerd's virtual host: a booted ostree system in a directory")]
+enum Cmd {
+    /// The guided demo of `make demo`.
+    Demo {
+        /// Scratch directory (removed again at the end).
+        #[arg(long, default_value = ".demo")]
+        dir: std::path::PathBuf,
+    },
+    /// Boot a virtual host and run a command inside it.
+    Exec {
+        /// Scratch directory.
+        #[arg(long, default_value = ".demo")]
+        dir: std::path::PathBuf,
+        cmd: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cmd::parse() {
+        Cmd::Demo { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            layerd_tests::demo::run(&dir)?;
+        }
+        Cmd::Exec { dir, cmd } => {
+            std::fs::create_dir_all(&dir)?;
+            let mut h = layerd_tests::VirtualHost::new(&dir, "exec")?;
+            h.boot()?;
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let out = h.exec(&args)?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The fixture OS: a small, real, bootable-by-ostree root filesystem built from RPMs.
+//!
+//! Its userland is a static busybox (so `/usr/bin/sh` works for scriptlets), it has a kernel
+//! and initramfs under `usr/lib/modules/<kver>/`, `usr/etc`, an `os-release` carrying VERSION
+//! and OSTREE_VERSION, and an rpmdb written by the host's `rpm --root` at `usr/share/rpm` with
+//! `usr/lib/sysimage/rpm` pointing at it, as on Fedora CoreOS. Each version is committed to an
+//! ostree repo with `version` in the commit metadata.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::cmd::{command, run};
+use crate::rpmbuild::{Entry, RpmSpec};
+
+/// The stateroot (osname) of fixture deployments.
+pub const OSNAME: &str = "fixture";
+/// The remote name fixture sysroots use for the fixture repo.
+pub const REMOTE: &str = "fixture";
+/// The branch fixture OS versions are committed to.
+pub const REF: &str = "fixture/x86_64/coreos/stable";
+/// The fixture kernel version.
+pub const KVER: &str = "6.5.6-300.fc39.x86_64";
+/// Busybox applets linked into `/usr/bin`.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "mkdir", "rm", "cp", "mv", "ln", "chmod", "chown", "sed", "grep",
+    "id", "true", "false", "test", "env", "touch", "stat", "sleep", "head", "tail", "wc", "find",
+    "readlink", "uname", "printf",
+];
+
+/// What one fixture OS version contains.
+#[derive(Clone, Debug)]
+pub struct OsSpec {
+    /// `version` commit metadata and os-release VERSION.
+    pub version: String,
+    /// Extra unowned files under `/usr/share/fixture/bulk` (for realistic base sizes).
+    pub bulk_files: usize,
+}
+
+impl OsSpec {
+    pub fn new(version: &str) -> Self {
+        OsSpec { version: version.into(), bulk_files: 0 }
+    }
+}
+
+/// An archive-mode ostree repo holding fixture OS commits on [`REF`].
+pub struct FixtureRepo {
+    pub path: PathBuf,
+    work: PathBuf,
+}
+
+impl FixtureRepo {
+    /// Create an empty repo at `<dir>/repo`, with `<dir>/work` for building trees.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("repo");
+        let work = dir.join("work");
+        fs::create_dir_all(&path)?;
+        fs::create_dir_all(&work)?;
+        run(command("ostree", ["init", "--mode=archive"]).arg(format!("--repo={}", path.display())))?;
+        Ok(FixtureRepo { path, work })
+    }
+
+    /// Build the OS described by `spec` and commit it on [`REF`]; returns the commit checksum.
+    pub fn commit(&self, spec: &OsSpec) -> Result<String> {
+        let tree = self.build_tree(spec)?;
+        let out = run(command(
+            "ostree",
+            [
+                format!("--repo={}", self.path.display()),
+                "commit".into(),
+                format!("--branch={REF}"),
+                format!("--tree=dir={}", tree.display()),
+                "--bootable".into(),
+                format!("--add-metadata-string=version={}", spec.version),
+                format!("--subject=Fixture OS {}", spec.version),
+            ],
+        ))?;
+        fs::remove_dir_all(&tree).ok();
+        Ok(out.trim().to_string())
+    }
+
+    /// The packages of an OS version.
+    pub fn packages(spec: &OsSpec) -> Result<Vec<RpmSpec>> {
+        let busybox = fs::read(find_busybox()?).context("reading the host's static busybox")?;
+        let mut bb = RpmSpec::new("busybox", "1.35.0")
+            .entry(Entry::file("/usr/bin/busybox", busybox, 0o755))
+            .provides("/bin/sh");
+        for a in APPLETS {
+            bb = bb.entry(Entry::symlink(&format!("/usr/bin/{a}"), "busybox"));
+        }
+        let os_release = format!(
+            "NAME=\"Fixture CoreOS\"\nID=fixture\nID_LIKE=fedora\nVERSION=\"{v}\"\nVERSION_ID={v}\nOSTREE_VERSION='{v}'\nPRETTY_NAME=\"Fixture CoreOS {v}\"\n",
+            v = spec.version
+        );
+        Ok(vec![
+            RpmSpec::new("setup", "2.14.4")
+                .entry(Entry::file(
+                    "/etc/passwd",
+                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:Kernel Overflow User:/:/sbin/nologin\n",
+                    0o644,
+                ))
+                .entry(Entry::file("/etc/group", "root:x:0:\nwheel:x:10:\nnobody:x:65534:\n", 0o644))
+                .entry(Entry::file("/etc/shadow", "root:!::0:99999:7:::\n", 0o000))
+                .entry(Entry::file("/etc/hostname", "fixture\n", 0o644)),
+            bb,
+            RpmSpec::new("glibc", "2.38")
+                .entry(Entry::dir("/usr/lib64", 0o755))
+                .provides("libc.so.6()(64bit)"),
+            RpmSpec::new("kernel-core", "6.5.6").entry(Entry::file(
+                &format!("/usr/lib/modules/{KVER}/vmlinuz"),
+                format!("fixture kernel {KVER}\n"),
+                0o755,
+            )),
+            RpmSpec::new("fixture-release", &spec.version)
+                .entry(Entry::file("/usr/lib/os-release", os_release, 0o644))
+                .entry(Entry::symlink("/etc/os-release", "../usr/lib/os-release")),
+        ])
+    }
+
+    /// Build the root filesystem for `spec` the way a compose does: install the RPMs with the
+    /// host's rpm into an empty root, then give it the ostree layout (`/etc` → `/usr/etc`,
+    /// top-level symlinks into `/usr` and `/var`).
+    fn build_tree(&self, spec: &OsSpec) -> Result<PathBuf> {
+        let tree = self.work.join(format!("tree-{}", spec.version));
+        let rpms = self.work.join(format!("rpms-{}", spec.version));
+        for d in [&tree, &rpms] {
+            if d.exists() {
+                fs::remove_dir_all(d)?;
+            }
+            fs::create_dir_all(d)?;
+        }
+        let mut files = Vec::new();
+        for p in Self::packages(spec)? {
+            files.push(p.write(&rpms)?);
+        }
+        let root = tree.display().to_string();
+        run(command("rpm", ["--root", &root, "--dbpath", "/usr/share/rpm", "--initdb"]))?;
+        run(command(
+            "rpm",
+            ["--root", &root, "--dbpath", "/usr/share/rpm", "-i", "--nodeps", "--noscripts", "--ignorearch", "--ignoreos"],
+        )
+        .args(&files))
+        .context("installing fixture RPMs with the host's rpm")?;
+        fs::remove_dir_all(&rpms).ok();
+
+        // ostree layout
+        fs::rename(tree.join("etc"), tree.join("usr/etc")).context("moving /etc to /usr/etc")?;
+        for d in ["boot", "dev", "proc", "run", "sys", "sysroot", "tmp", "var", "usr/sbin", "usr/lib64"] {
+            fs::create_dir_all(tree.join(d))?;
+        }
+        fs::set_permissions(tree.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+        for (link, target) in [
+            ("bin", "usr/bin"),
+            ("sbin", "usr/sbin"),
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+            ("ostree", "sysroot/ostree"),
+            ("home", "var/home"),
+            ("root", "var/roothome"),
+            ("opt", "var/opt"),
+            ("srv", "var/srv"),
+            ("mnt", "var/mnt"),
+            ("media", "run/media"),
+        ] {
+            symlink(target, tree.join(link))?;
+        }
+        fs::create_dir_all(tree.join("usr/lib/sysimage"))?;
+        symlink("../../share/rpm", tree.join("usr/lib/sysimage/rpm"))?;
+        fs::write(
+            tree.join(format!("usr/lib/modules/{KVER}/initramfs.img")),
+            format!("fixture initramfs {KVER}\n"),
+        )?;
+        if spec.bulk_files > 0 {
+            let bulk = tree.join("usr/share/fixture/bulk");
+            for i in 0..spec.bulk_files {
+                let d = bulk.join(format!("{:03}", i / 1000));
+                if i % 1000 == 0 {
+                    fs::create_dir_all(&d)?;
+                }
+                fs::write(d.join(format!("f{i}")), format!("bulk file {i} of {}\n", spec.version))?;
+            }
+        }
+        Ok(tree)
+    }
+}
+
+/// The host's static busybox (Debian's busybox-static, Fedora's busybox).
+fn find_busybox() -> Result<PathBuf> {
+    for p in ["/usr/bin/busybox", "/bin/busybox", "/usr/sbin/busybox", "/sbin/busybox"] {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    Err(anyhow!("no busybox on this machine (install busybox-static)"))
+}

@@ -1,0 +1,104 @@
+//! Building real RPMs for fixtures with the `rpm` crate (the same crate layerd reads RPMs with).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// One payload entry.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    File { path: String, content: Vec<u8>, mode: u32 },
+    Symlink { path: String, target: String },
+    Dir { path: String, mode: u32 },
+}
+
+impl Entry {
+    pub fn file(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> Self {
+        Entry::File { path: path.into(), content: content.into(), mode }
+    }
+    pub fn symlink(path: &str, target: &str) -> Self {
+        Entry::Symlink { path: path.into(), target: target.into() }
+    }
+    pub fn dir(path: &str, mode: u32) -> Self {
+        Entry::Dir { path: path.into(), mode }
+    }
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct RpmSpec {
+    pub name: String,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    pub entries: Vec<Entry>,
+    pub provides: Vec<String>,
+    pub requires: Vec<String>,
+}
+
+impl RpmSpec {
+    pub fn new(name: &str, version: &str) -> Self {
+        RpmSpec {
+            name: name.into(),
+            version: version.into(),
+            release: "1".into(),
+            arch: "x86_64".into(),
+            entries: Vec::new(),
+            provides: Vec::new(),
+            requires: Vec::new(),
+        }
+    }
+    pub fn entry(mut self, e: Entry) -> Self {
+        self.entries.push(e);
+        self
+    }
+    pub fn provides(mut self, p: &str) -> Self {
+        self.provides.push(p.into());
+        self
+    }
+
+    /// `name-version-release.arch`.
+    pub fn nevra(&self) -> String {
+        format!("{}-{}-{}.{}", self.name, self.version, self.release, self.arch)
+    }
+
+    /// Build and write `<dir>/<nevra>.rpm`; returns its path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let mut b = rpm::PackageBuilder::new(
+            &self.name,
+            &self.version,
+            "MIT",
+            &self.arch,
+            &format!("layerd test fixture package {}", self.name),
+        );
+        b.release(self.release.clone())
+            .using_config(rpm::BuildConfig::default().compression(rpm::CompressionType::Gzip));
+        for e in &self.entries {
+            match e {
+                Entry::File { path, content, mode } => {
+                    b.with_file_contents(
+                        content.clone(),
+                        rpm::FileOptions::new(path.as_str()).permissions(*mode as u16),
+                    )?;
+                }
+                Entry::Symlink { path, target } => {
+                    b.with_symlink(rpm::FileOptions::symlink(path.as_str(), target.as_str()))?;
+                }
+                Entry::Dir { path, mode } => {
+                    b.with_dir_entry(rpm::FileOptions::dir(path.as_str()).permissions(*mode as u16))?;
+                }
+            }
+        }
+        for p in &self.provides {
+            b.provides(rpm::Dependency::any(p.as_str()));
+        }
+        for r in &self.requires {
+            b.requires(rpm::Dependency::any(r.as_str()));
+        }
+        let pkg = b.build().with_context(|| format!("building {}", self.nevra()))?;
+        let out = dir.join(format!("{}.rpm", self.nevra()));
+        pkg.write_file(&out)
+            .with_context(|| format!("writing {}", out.display()))?;
+        Ok(out)
+    }
+}
