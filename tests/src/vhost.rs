@@ -48,9 +48,10 @@ struct Boot {
     deployment: PathBuf,
 }
 
-/// A running layerd inside the host.
+/// A running layerd: inside the host (the child is `nsenter`, layerd its child) or offline
+/// (the child is layerd itself).
 struct Layerd {
-    nsenter: Child,
+    child: Child,
 }
 
 pub struct VirtualHost {
@@ -219,24 +220,39 @@ impl VirtualHost {
     /// Start layerd inside the booted host and wait until it reports `READY=1` through
     /// sd-notify (it does so once its bus name is owned).
     pub fn start_layerd(&mut self) -> Result<()> {
+        let rundir = self.booted()?.rundir.clone();
+        let mut c = self.command_in_host(&format!("{BIN_IN_HOST}/layerd"))?;
+        c.args(&self.layerd_args).env("NOTIFY_SOCKET", "/run/layerd-notify.sock");
+        self.spawn_layerd(c, &rundir.join("layerd-notify.sock"))
+    }
+
+    /// Start layerd outside any booted host on the sysroot directory (`--sysroot DIR`): the
+    /// offline mode, where the default deployment stands in for the booted one.
+    pub fn start_layerd_offline(&mut self) -> Result<()> {
+        let notify = self.dir.join("layerd-notify.sock");
+        let mut c = Command::new(crate::bin_dir().join("layerd"));
+        c.arg("--sysroot")
+            .arg(&self.sysroot.path)
+            .args(&self.layerd_args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
+            .env("NOTIFY_SOCKET", &notify);
+        self.spawn_layerd(c, &notify)
+    }
+
+    fn spawn_layerd(&mut self, mut c: Command, notify_path: &Path) -> Result<()> {
         if self.layerd.is_some() {
             bail!("layerd is already running");
         }
-        let rundir = self.booted()?.rundir.clone();
-        let notify_path = rundir.join("layerd-notify.sock");
-        let _ = fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path).context("binding the notify socket")?;
+        let _ = fs::remove_file(notify_path);
+        let notify = UnixDatagram::bind(notify_path).context("binding the notify socket")?;
         notify.set_read_timeout(Some(Duration::from_millis(100)))?;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.layerd_log())?;
-        let mut c = self.command_in_host(&format!("{BIN_IN_HOST}/layerd"))?;
-        c.args(&self.layerd_args)
-            .env("NOTIFY_SOCKET", "/run/layerd-notify.sock")
-            .env("RUST_BACKTRACE", "1")
+        c.env("RUST_BACKTRACE", "1")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let mut child = c.spawn().context("starting layerd in the virtual host")?;
+        let mut child = c.spawn().context("starting layerd")?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut buf = [0u8; 512];
         loop {
@@ -254,14 +270,19 @@ impl VirtualHost {
                 bail!("layerd did not become ready in 30 s:\n{}", self.layerd_log_tail(40));
             }
         }
-        self.layerd = Some(Layerd { nsenter: child });
+        self.layerd = Some(Layerd { child });
         Ok(())
     }
 
-    /// Host pid of the running layerd (the child nsenter forked inside the namespace).
+    /// Host pid of the running layerd (for a booted host, the child nsenter forked inside the
+    /// namespace).
     pub fn layerd_pid(&self) -> Option<i32> {
         let l = self.layerd.as_ref()?;
-        let pid = l.nsenter.id();
+        let pid = l.child.id();
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        if exe.file_name().is_some_and(|n| n == "layerd") {
+            return Some(pid as i32);
+        }
         let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
         children.split_whitespace().next()?.parse().ok()
     }
@@ -276,7 +297,7 @@ impl VirtualHost {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(st) = l.nsenter.try_wait()? {
+            if let Some(st) = l.child.try_wait()? {
                 return Ok(st.code());
             }
             if Instant::now() > deadline {
@@ -284,8 +305,8 @@ impl VirtualHost {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
-                let _ = l.nsenter.kill();
-                let st = l.nsenter.wait()?;
+                let _ = l.child.kill();
+                let st = l.child.wait()?;
                 return Ok(st.code());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -300,7 +321,7 @@ impl VirtualHost {
     /// Whether the layerd we started is still running.
     pub fn layerd_running(&mut self) -> bool {
         match self.layerd.as_mut() {
-            Some(l) => matches!(l.nsenter.try_wait(), Ok(None)),
+            Some(l) => matches!(l.child.try_wait(), Ok(None)),
             None => false,
         }
     }

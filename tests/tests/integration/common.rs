@@ -1,0 +1,54 @@
+//! Shared helpers for the integration tests.
+
+use std::path::Path;
+
+use layerd_tests::fixture::{OsSpec, OSNAME, REF, REMOTE};
+use layerd_tests::VirtualHost;
+use serde_json::Value;
+
+/// A booted virtual host with layerd running.
+pub fn booted_host(name: &str) -> VirtualHost {
+    let mut h = VirtualHost::new(Path::new(env!("CARGO_TARGET_TMPDIR")), name).expect("creating the virtual host");
+    h.boot().expect("booting");
+    h.start_layerd().expect("starting layerd");
+    h
+}
+
+/// Publish fixture OS `version` and deploy it inside the host with `ostree admin` (not layerd),
+/// optionally staged.
+pub fn deploy_version(h: &VirtualHost, version: &str, stage: bool) {
+    h.publish(&OsSpec::new(version)).expect("publishing");
+    h.exec_ok(&["ostree", "pull", REMOTE, REF]).expect("pull");
+    let os = format!("--os={OSNAME}");
+    let refspec = format!("{REMOTE}:{REF}");
+    // --retain: keep every existing deployment (the default drops a pending one)
+    let mut args = vec!["ostree", "admin", "deploy", "--retain", os.as_str()];
+    if stage {
+        args.push("--stage");
+    }
+    args.push(refspec.as_str());
+    h.exec_ok(&args).expect("ostree admin deploy");
+}
+
+/// Versions of the deployments in boot order, from `layerctl status --json`.
+pub fn versions(status: &Value) -> Vec<String> {
+    status["deployments"]
+        .as_array()
+        .expect("deployments array")
+        .iter()
+        .map(|d| d["version"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Index of the booted deployment.
+pub fn booted_index(status: &Value) -> Option<usize> {
+    status["deployments"].as_array()?.iter().position(|d| d["booted"] == Value::Bool(true))
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

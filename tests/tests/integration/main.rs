@@ -1,0 +1,5 @@
+//! Integration tests: the real `layerctl` against the real `layerd` in a booted virtual host.
+//! One test binary (each links the whole harness); one module per area.
+
+mod common;
+mod skeleton;
