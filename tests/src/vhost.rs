@@ -70,6 +70,10 @@ impl VirtualHost {
     /// Create a virtual host under `base` (a fresh directory named after `name`): fixture repo
     /// with OS version "1.0", a sysroot with it deployed, and a private bus. Not booted yet.
     pub fn new(base: &Path, name: &str) -> Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the virtual host needs root (bubblewrap with all capabilities, overlay and bind mounts): run `make test` / `make demo` as root");
+        }
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = base.join(format!("{name}-{}-{n}", std::process::id()));
         if dir.exists() {

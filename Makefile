@@ -1,0 +1,26 @@
+# layerd: the two commands that matter are `make demo` and `make test`; both install what they
+# need first. One `cargo build` of the workspace feeds everything (shared target dir).
+CARGO ?= cargo
+DEMO_DIR ?= .demo
+
+.PHONY: all deps build test demo clean
+
+all: build
+
+deps:
+	@./scripts/install-deps
+
+build: deps
+	$(CARGO) build --workspace --locked
+
+# Unit tests of every crate, then the integration tests against booted virtual hosts (root).
+test: build
+	./scripts/test
+
+# A guided tour on a virtual host: status, deploy an update, rollback, reboot, cleanup.
+demo: build
+	./target/debug/vhost demo --dir $(DEMO_DIR)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEMO_DIR)
