@@ -385,3 +385,90 @@ fn offline_sysroot_uses_the_default_deployment_as_booted() {
     h.layerctl_ok(&["cleanup", "-r"]).unwrap();
     assert_eq!(versions(&h.status_json().unwrap()), ["1.0"]);
 }
+
+/// The members of the `org.layerd.*` interfaces in an introspection document, with their
+/// argument types and directions, property types and access, one line each.
+fn api_members(xml: &str) -> Vec<String> {
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        tag.find(&key)
+            .map(|i| {
+                let rest = &tag[i + key.len()..];
+                rest[..rest.find('"').unwrap_or(0)].to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut iface = String::new();
+    let mut member: Option<String> = None;
+    let mut args: Vec<String> = Vec::new();
+    let mut rest = xml;
+    // drop comments first: the XML documents itself in them
+    let mut clean = String::new();
+    while let Some(i) = rest.find("<!--") {
+        clean.push_str(&rest[..i]);
+        rest = rest[i..].find("-->").map_or("", |j| &rest[i + j + 3..]);
+    }
+    clean.push_str(rest);
+    for tag in clean.split('<').map(|t| t.split('>').next().unwrap_or("").trim()) {
+        if tag.starts_with("interface ") {
+            iface = attr(tag, "name");
+        } else if iface.starts_with("org.layerd") {
+            if tag.starts_with("method ") || tag.starts_with("signal ") {
+                let kind = tag.split_whitespace().next().unwrap();
+                member = Some(format!("{iface} {kind} {}", attr(tag, "name")));
+                args.clear();
+                if tag.ends_with('/') {
+                    out.push(format!("{}()", member.take().unwrap()));
+                }
+            } else if tag.starts_with("arg ") {
+                let dir = attr(tag, "direction");
+                args.push(format!("{}{}", if dir.is_empty() { "".into() } else { format!("{dir}:") }, attr(tag, "type")));
+            } else if tag == "/method" || tag == "/signal" {
+                if let Some(m) = member.take() {
+                    out.push(format!("{m}({})", args.join(",")));
+                }
+            } else if tag.starts_with("property ") {
+                out.push(format!("{iface} property {} {} {}", attr(tag, "name"), attr(tag, "type"), attr(tag, "access")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn introspection_xml_matches_the_served_api() {
+    let h = booted_host("introspect");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let intro = |path: String| {
+            let conn = conn.clone();
+            async move {
+                zbus::fdo::IntrospectableProxy::builder(&conn)
+                    .destination(layerd_interfaces::BUS_NAME)
+                    .unwrap()
+                    .path(path)
+                    .unwrap()
+                    .build()
+                    .await
+                    .unwrap()
+                    .introspect()
+                    .await
+                    .unwrap()
+            }
+        };
+        let main = intro(layerd_interfaces::OBJECT_PATH.to_string()).await;
+        let proxy = Layerd1Proxy::new(&conn).await.unwrap();
+        let txn_path = proxy.rollback(HashMap::new()).await.unwrap();
+        let txn = intro(txn_path.to_string()).await;
+        let mut all = api_members(&main);
+        all.extend(api_members(&txn));
+        all.sort();
+        all
+    });
+    let documented = api_members(layerd_interfaces::INTROSPECTION_XML);
+    assert!(documented.len() >= 15, "parsed too little of the XML: {documented:#?}");
+    assert_eq!(documented, served, "dbus-interfaces/org.layerd.Layerd1.xml and the daemon disagree");
+}
