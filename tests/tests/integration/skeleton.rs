@@ -153,6 +153,14 @@ fn rollback_is_refused_while_a_deployment_is_staged() {
     assert!(!h.rundir().unwrap().join("ostree/staged-deployment").exists(), "staged marker must be gone");
     h.reboot().unwrap();
     assert_eq!(versions(&h.status_json().unwrap()), ["1.0"]);
+
+    // a staged deployment left alone is finalized at shutdown and boots
+    deploy_version(&h, "3.0", true);
+    h.reboot().unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(versions(&s), ["3.0", "1.0"]);
+    assert_eq!(booted_index(&s), Some(0));
+    assert_eq!(s["deployments"][0]["staged"], false);
 }
 
 #[test]
