@@ -22,5 +22,7 @@ demo: build
 	./target/debug/vhost demo --dir $(DEMO_DIR)
 
 clean:
+	# kept virtual hosts (LAYERD_KEEP_VHOST=1) hold immutable ostree deployment roots
+	-chattr -R -i target/tmp $(DEMO_DIR) 2>/dev/null
 	$(CARGO) clean
 	rm -rf $(DEMO_DIR)

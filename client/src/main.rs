@@ -5,6 +5,7 @@
 //! `--unchanged-exit-77`) or a pending deployment exists (with `status --pending-exit-77`).
 
 mod connect;
+mod progress;
 mod status;
 mod timefmt;
 mod txn;
@@ -34,6 +35,9 @@ struct ChangeOpts {
     /// Exit with 77 when nothing changed.
     #[arg(long)]
     unchanged_exit_77: bool,
+    /// If another change is running, queue behind it instead of failing.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +82,11 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
+    /// Cancel the running transaction (or the one with the given id).
+    Cancel {
+        /// Transaction id, as `layerctl status -v` shows it.
+        id: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.rollback(opts).await.map_err(connect::api_error)?;
-            txn::run(&conn, path, change.unchanged_exit_77).await
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::Cleanup { pending, rollback, base, repomd, change } => {
             if !(pending || rollback || base || repomd) {
@@ -127,7 +136,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.cleanup(opts).await.map_err(connect::api_error)?;
-            txn::run(&conn, path, change.unchanged_exit_77).await
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
+        Cmd::Cancel { id } => cancel(&conn, id).await,
     }
+}
+
+/// `layerctl cancel [ID]`: cancel the running transaction, or a given one.
+async fn cancel(conn: &zbus::Connection, id: Option<String>) -> anyhow::Result<u8> {
+    let daemon = connect::daemon(conn).await?;
+    let txns = daemon.transactions().await.map_err(connect::zbus_error)?;
+    let target = match &id {
+        Some(id) => txns.iter().find(|t| &t.id == id),
+        None => txns.iter().find(|t| t.state == "running").or_else(|| txns.first()),
+    };
+    let Some(t) = target else {
+        match id {
+            Some(id) => anyhow::bail!("no transaction {id} is queued or running"),
+            None => anyhow::bail!("no transaction is running"),
+        }
+    };
+    let proxy = layerd_interfaces::proxy::TransactionProxy::builder(conn)
+        .path(t.path.clone())?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    proxy.cancel().await.map_err(connect::api_error)?;
+    println!("Cancelled {} ({}, started by {})", t.title, t.id, t.client);
+    Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use layerd_interfaces::{json, Deployment, TransactionInfo};
+use layerd_interfaces::{json, Deployment, LastTransaction, TransactionInfo};
 use zbus::Connection;
 
 use crate::connect::{daemon, zbus_error};
@@ -20,6 +20,7 @@ pub async fn run(conn: &Connection, mode: Mode) -> anyhow::Result<u8> {
     let d = daemon(conn).await?;
     let deployments = d.deployments().await.map_err(zbus_error)?;
     let txns = d.transactions().await.map_err(zbus_error)?;
+    let last = d.last_transaction().await.map_err(zbus_error)?;
     let anchor = deployments.iter().position(|d| d.booted).unwrap_or(0);
     let shown: Vec<Deployment> = if mode.booted {
         deployments.get(anchor).cloned().into_iter().collect()
@@ -31,26 +32,37 @@ pub async fn run(conn: &Connection, mode: Mode) -> anyhow::Result<u8> {
         let doc = json::status(&shown, running);
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", render(&shown, &txns, mode.verbose));
+        print!("{}", render(&shown, &txns, &last, mode.verbose));
     }
     let pending = deployments.iter().position(|d| d.booted).is_some_and(|b| b > 0);
     Ok(if mode.pending_exit_77 && pending { EXIT_UNCHANGED } else { 0 })
 }
 
 /// The human layout: a state line, then each deployment with right-aligned labels.
-pub fn render(deployments: &[Deployment], txns: &[TransactionInfo], verbose: bool) -> String {
+pub fn render(deployments: &[Deployment], txns: &[TransactionInfo], last: &LastTransaction, verbose: bool) -> String {
     let mut out = String::new();
     match txns.iter().find(|t| t.state == "running") {
         Some(t) => {
             let _ = writeln!(out, "State: busy");
-            let _ = writeln!(out, "Transaction: {} (started by {})", t.title, t.client);
+            let _ = writeln!(out, "Transaction: {} (started by {}){}", t.title, t.client, if verbose { format!(" id {}", t.id) } else { String::new() });
         }
         None => {
             let _ = writeln!(out, "State: idle");
         }
     }
-    for t in txns.iter().filter(|t| t.state != "running") {
-        let _ = writeln!(out, "Waiting: {} ({}, {})", t.title, t.client, t.state);
+    for t in txns.iter().filter(|t| t.state == "queued") {
+        let _ = writeln!(out, "Queued: {} (started by {}){}", t.title, t.client, if verbose { format!(" id {}", t.id) } else { String::new() });
+    }
+    // a failed or cancelled last transaction stays visible until the next one ends
+    if !last.state.is_empty() && last.state != "succeeded" {
+        let _ = writeln!(
+            out,
+            "LastTransaction: {} {} ({}) — {}",
+            last.title,
+            last.state,
+            rfc3339(last.time),
+            last.error_message
+        );
     }
     let _ = writeln!(out, "Deployments:");
     for (i, d) in deployments.iter().enumerate() {
@@ -144,7 +156,7 @@ mod tests {
             unlocked: "none".into(),
             ..Default::default()
         };
-        let s = render(&[a, b], &[], false);
+        let s = render(&[a, b], &[], &LastTransaction::default(), false);
         assert!(s.starts_with("State: idle\nDeployments:\n  fixture:ref\n"), "{s}");
         assert!(s.contains("\n● fixture:ref\n"), "{s}");
         assert!(s.contains("Staged: yes"));

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use layerd_interfaces::{Deployment, Error as ApiError, TransactionInfo, TransactionResult, OBJECT_PATH};
+use layerd_interfaces::{
+    Deployment, Error as ApiError, EventData, EventKind, LastTransaction, TransactionInfo, TransactionResult, OBJECT_PATH,
+};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
@@ -17,6 +19,14 @@ use zbus::{fdo, Connection, ObjectServer};
 use crate::cleanup::CleanupOptions;
 use crate::engine::{Engine, Operation};
 use crate::txn::{Caller, Event, Transaction};
+
+/// Options of `Start`.
+fn start_options(map: HashMap<String, OwnedValue>) -> Result<Option<bool>, ApiError> {
+    let mut o = Options::new("Start", map);
+    let wait = if o.map.contains_key("wait") { Some(o.bool("wait")?) } else { None };
+    o.finish()?;
+    Ok(wait)
+}
 
 /// The options dictionary of one call: typed accessors that name the bad option, and a check
 /// that nothing unknown was passed.
@@ -154,13 +164,36 @@ impl Layerd1 {
     }
 
     async fn reload(&self) -> Result<(), ApiError> {
+        self.engine.touch();
         self.engine.refresh().await;
         self.engine.snapshot().await?;
         Ok(())
     }
 
+    async fn register_client(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(), ApiError> {
+        let mut o = Options::new("RegisterClient", options);
+        let _id = o.string("id")?;
+        o.finish()?;
+        if let Some(s) = header.sender() {
+            self.engine.register_client(s.as_str());
+        }
+        Ok(())
+    }
+
+    async fn unregister_client(&self, #[zbus(header)] header: Header<'_>) -> Result<(), ApiError> {
+        if let Some(s) = header.sender() {
+            self.engine.unregister_client(s.as_str());
+        }
+        Ok(())
+    }
+
     #[zbus(property)]
     async fn deployments(&self) -> fdo::Result<Vec<Deployment>> {
+        self.engine.touch();
         let s = self.engine.snapshot().await.map_err(|e| fdo::Error::Failed(e.to_string()))?;
         Ok(s.deployments.clone())
     }
@@ -184,7 +217,23 @@ impl Layerd1 {
 
     #[zbus(property)]
     async fn transactions(&self) -> Vec<TransactionInfo> {
+        self.engine.touch();
         self.engine.active()
+    }
+
+    #[zbus(property)]
+    async fn last_transaction(&self) -> LastTransaction {
+        self.engine
+            .last_transaction()
+            .map(|r| LastTransaction {
+                id: r.id,
+                title: r.title,
+                client: r.client,
+                state: r.state,
+                error_message: r.error_message,
+                time: r.time,
+            })
+            .unwrap_or_default()
     }
 
     #[zbus(property)]
@@ -201,8 +250,13 @@ pub struct TransactionObject {
 
 #[zbus::interface(name = "org.layerd.Layerd1.Transaction")]
 impl TransactionObject {
-    async fn start(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> Result<(), ApiError> {
-        self.engine.start(&self.txn)?;
+    async fn start(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(), ApiError> {
+        let wait = start_options(options)?;
+        self.engine.start(&self.txn, wait)?;
         let _ = self.state_changed(&emitter).await;
         Ok(())
     }
@@ -210,6 +264,18 @@ impl TransactionObject {
     async fn cancel(&self) -> Result<(), ApiError> {
         self.engine.cancel(&self.txn);
         Ok(())
+    }
+
+    async fn events(&self, since: u64) -> Vec<(u64, String, EventData)> {
+        self.engine.touch();
+        self.txn
+            .events_since(since)
+            .into_iter()
+            .map(|e| {
+                let (kind, data) = e.kind.to_wire();
+                (e.seq, kind, data)
+            })
+            .collect()
     }
 
     #[zbus(property)]
@@ -228,19 +294,21 @@ impl TransactionObject {
     }
 
     #[zbus(property)]
+    async fn client(&self) -> String {
+        self.txn.caller.describe()
+    }
+
+    #[zbus(property)]
     async fn result(&self) -> TransactionResult {
         self.txn.result().unwrap_or_default()
     }
 
     #[zbus(signal)]
-    async fn message(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn finished(emitter: &SignalEmitter<'_>, result: TransactionResult) -> zbus::Result<()>;
+    async fn event(emitter: &SignalEmitter<'_>, seq: u64, kind: &str, data: EventData) -> zbus::Result<()>;
 }
 
 /// Mirror one transaction's events as signals. History is replayed first, so nothing emitted
-/// between creation and this task's start is lost.
+/// between creation and this task's start is lost; state changes follow as properties.
 async fn forward_events(conn: Connection, path: OwnedObjectPath, txn: Arc<Transaction>) {
     let Ok(emitter) = SignalEmitter::new(&conn, path.clone()) else { return };
     let (past, mut rx) = txn.subscribe();
@@ -249,21 +317,17 @@ async fn forward_events(conn: Connection, path: OwnedObjectPath, txn: Arc<Transa
         let conn = conn.clone();
         let path = path.clone();
         async move {
-            match ev {
-                Event::Message(text) => {
-                    let _ = TransactionObject::message(&emitter, &text).await;
-                    false
-                }
-                Event::Finished(result) => {
-                    if let Ok(iface) = conn.object_server().interface::<_, TransactionObject>(&path).await {
-                        let obj = iface.get().await;
-                        let _ = obj.state_changed(&emitter).await;
-                        let _ = obj.result_changed(&emitter).await;
-                    }
-                    let _ = TransactionObject::finished(&emitter, result).await;
-                    true
+            let finished = matches!(ev.kind, EventKind::Finished(_));
+            if let Ok(iface) = conn.object_server().interface::<_, TransactionObject>(&path).await {
+                let obj = iface.get().await;
+                let _ = obj.state_changed(&emitter).await;
+                if finished {
+                    let _ = obj.result_changed(&emitter).await;
                 }
             }
+            let (kind, data) = ev.kind.to_wire();
+            let _ = TransactionObject::event(&emitter, ev.seq, &kind, data).await;
+            finished
         }
     };
     for ev in past {
@@ -279,7 +343,7 @@ async fn forward_events(conn: Connection, path: OwnedObjectPath, txn: Arc<Transa
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                log::warn!("transaction {}: {n} progress events dropped for D-Bus (subscriber too slow)", txn.id);
+                log::warn!("transaction {}: {n} events not signalled (replay them with Events)", txn.id);
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
@@ -308,6 +372,20 @@ pub fn spawn_mirrors(conn: Connection, engine: Arc<Engine>) {
         while txns.changed().await.is_ok() {
             if let Ok(iface) = c.object_server().interface::<_, Layerd1>(OBJECT_PATH).await {
                 let _ = iface.get().await.transactions_changed(iface.signal_emitter()).await;
+            }
+        }
+    });
+    let c = conn.clone();
+    let e = engine.clone();
+    tokio::spawn(async move {
+        let Ok(dbus) = fdo::DBusProxy::new(&c).await else { return };
+        let Ok(mut gone) = dbus.receive_name_owner_changed().await else { return };
+        use futures_util::StreamExt;
+        while let Some(sig) = gone.next().await {
+            if let Ok(args) = sig.args() {
+                if args.new_owner().is_none() && args.name().starts_with(':') {
+                    e.peer_vanished(args.name());
+                }
             }
         }
     });

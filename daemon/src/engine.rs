@@ -9,17 +9,18 @@
 //! - The API layers (D-Bus now, gRPC later) only create, start, cancel and observe
 //!   transactions through this type.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use layerd_interfaces::TransactionInfo;
 use tokio::sync::watch;
 
 use crate::cleanup::{self, CleanupOptions};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::journal::{self, Journal};
 use crate::rollback;
 use crate::status::{self, Snapshot};
 use crate::sysroot::SysrootPath;
@@ -30,6 +31,8 @@ use crate::txn::{Caller, Transaction, TxnState};
 pub enum Operation {
     Rollback { reboot: bool },
     Cleanup(CleanupOptions),
+    /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
+    Recover { interrupted: journal::Record },
 }
 
 impl Operation {
@@ -38,6 +41,7 @@ impl Operation {
         match self {
             Operation::Rollback { .. } => "rollback".into(),
             Operation::Cleanup(o) => o.title(),
+            Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
 
@@ -66,6 +70,10 @@ pub struct Config {
     pub result_ttl: Duration,
     /// Cached repository metadata (`cleanup -m` removes it).
     pub repomd_cache: PathBuf,
+    /// Where the transaction journal lives.
+    pub state_dir: PathBuf,
+    /// Queue behind a running transaction when the caller did not say (`wait` option).
+    pub wait_by_default: bool,
 }
 
 impl Default for Config {
@@ -74,8 +82,17 @@ impl Default for Config {
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             result_ttl: Duration::from_secs(300),
             repomd_cache: PathBuf::from("/var/cache/layerd/repomd"),
+            state_dir: PathBuf::from("/var/lib/layerd"),
+            wait_by_default: false,
         }
     }
+}
+
+/// The writer slot and the queue behind it.
+#[derive(Default)]
+struct Writer {
+    running: Option<Arc<Transaction>>,
+    queue: VecDeque<Arc<Transaction>>,
 }
 
 /// One load of the sysroot: the status (or the load error, kept as text so every reader gets
@@ -95,11 +112,15 @@ pub struct Engine {
     snapshot: watch::Sender<SnapshotState>,
     refresh_lock: tokio::sync::Mutex<()>,
     txns: Mutex<HashMap<String, (Arc<Transaction>, Operation)>>,
-    writer: Mutex<Option<Arc<Transaction>>>,
+    writer: Mutex<Writer>,
     /// Bumped whenever the set or state of transactions changes.
     txn_changes: watch::Sender<u64>,
     next_id: AtomicU64,
     epoch: u64,
+    journal: Journal,
+    /// Peers that asked to be counted as watchers (`RegisterClient`): layerd stays up for them.
+    clients: Mutex<BTreeSet<String>>,
+    last_activity: Mutex<Instant>,
 }
 
 impl Engine {
@@ -107,14 +128,17 @@ impl Engine {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Arc::new(Engine {
             sysroot,
-            config,
             snapshot: watch::channel(None).0,
             refresh_lock: tokio::sync::Mutex::new(()),
             txns: Mutex::new(HashMap::new()),
-            writer: Mutex::new(None),
+            writer: Mutex::new(Writer::default()),
             txn_changes: watch::channel(0).0,
             next_id: AtomicU64::new(1),
             epoch,
+            journal: Journal::new(&config.state_dir),
+            clients: Mutex::new(BTreeSet::new()),
+            last_activity: Mutex::new(Instant::now()),
+            config,
         })
     }
 
@@ -126,7 +150,7 @@ impl Engine {
         self.txns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn writer(&self) -> MutexGuard<'_, Option<Arc<Transaction>>> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -177,13 +201,23 @@ impl Engine {
 
     // ---- transactions ----
 
-    /// Create a transaction for `op` (checked now; nothing runs until [`Engine::start`]).
+    /// Create a transaction for `op` (checked now; nothing runs until [`Engine::start`]). A
+    /// request identical to one already created, queued or running joins it: the caller gets
+    /// that transaction back and is counted among the peers waiting for it.
     pub fn create(&self, op: Operation, caller: Caller) -> Result<Arc<Transaction>> {
         op.validate()?;
+        self.touch();
+        let mut txns = self.txns();
+        if let Some((t, _)) = txns.values().find(|(t, o)| *o == op && !t.state().is_finished() && !t.is_cancelled()) {
+            log::info!("txn {} ({}): joined by {}", t.id, t.title, caller.describe());
+            t.add_owner(&caller.sender);
+            return Ok(t.clone());
+        }
         let n = self.next_id.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}_{n}", self.epoch);
         let txn = Arc::new(Transaction::new(id.clone(), op.title(), caller));
-        self.txns().insert(id, (txn.clone(), op));
+        txns.insert(id, (txn.clone(), op));
+        drop(txns);
         self.txn_changes.send_modify(|n| *n += 1);
         Ok(txn)
     }
@@ -192,7 +226,7 @@ impl Engine {
         self.txns().get(id).map(|(t, _)| t.clone())
     }
 
-    /// Running and not-yet-started transactions.
+    /// Running, queued and not-yet-started transactions, oldest first.
     pub fn active(&self) -> Vec<TransactionInfo> {
         let mut v: Vec<_> = self
             .txns()
@@ -206,55 +240,85 @@ impl Engine {
 
     /// The transaction changing the sysroot now.
     pub fn running(&self) -> Option<Arc<Transaction>> {
-        self.writer().clone()
+        self.writer().running.clone()
     }
 
     pub fn subscribe_transactions(&self) -> watch::Receiver<u64> {
         self.txn_changes.subscribe()
     }
 
-    /// Run a created transaction. Fails with `Busy` (naming the running transaction and who
-    /// started it) when another one holds the writer slot.
-    pub fn start(self: &Arc<Self>, txn: &Arc<Transaction>) -> Result<()> {
+    /// How the last transaction ended (kept across restarts).
+    pub fn last_transaction(&self) -> Option<journal::Record> {
+        self.journal.last()
+    }
+
+    /// Run a created transaction. When another one holds the writer slot: queue behind it if
+    /// `wait` (or the configured default) says so, else fail with `Busy` naming the running
+    /// transaction and who started it. Starting a transaction that is already queued, running or
+    /// finished (a joiner's start) is not an error: its events tell the rest.
+    pub fn start(self: &Arc<Self>, txn: &Arc<Transaction>, wait: Option<bool>) -> Result<()> {
+        let wait = wait.unwrap_or(self.config.wait_by_default);
+        self.touch();
         let op = self
             .txns()
             .get(&txn.id)
             .map(|(_, op)| op.clone())
             .ok_or_else(|| Error::NotFound(format!("transaction {} no longer exists", txn.id)))?;
-        {
+        let run_now = {
             let mut w = self.writer();
-            match txn.state() {
-                TxnState::Created => {}
-                TxnState::Running => return Err(Error::InvalidState(format!("transaction {} is already running", txn.id))),
-                s => return Err(Error::InvalidState(format!("transaction {} already finished ({})", txn.id, s.as_str()))),
+            if txn.state() != TxnState::Created {
+                return Ok(());
             }
-            if let Some(r) = w.as_ref() {
-                return Err(Error::Busy(format!(
-                    "busy: transaction {} ({}) started by {} is changing the system",
-                    r.id,
-                    r.title,
-                    r.caller.describe()
-                )));
+            let ahead = w.running.clone().or_else(|| w.queue.back().cloned());
+            match ahead {
+                None => {
+                    w.running = Some(txn.clone());
+                    txn.set_state(TxnState::Running);
+                    true
+                }
+                Some(r) if wait => {
+                    w.queue.push_back(txn.clone());
+                    txn.set_state(TxnState::Queued);
+                    txn.message(format!("Waiting for {} (started by {})", r.title, r.caller.describe()));
+                    false
+                }
+                Some(r) => {
+                    return Err(Error::Busy(format!(
+                        "busy: transaction {} ({}) started by {} is changing the system; \
+                         retry later or pass --wait to queue behind it",
+                        r.id,
+                        r.title,
+                        r.caller.describe()
+                    )))
+                }
             }
-            *w = Some(txn.clone());
-            txn.set_running();
-        }
+        };
         self.txn_changes.send_modify(|n| *n += 1);
-        let engine = self.clone();
-        let txn = txn.clone();
-        tokio::spawn(async move { engine.execute(txn, op).await });
+        if run_now {
+            let engine = self.clone();
+            let txn = txn.clone();
+            tokio::spawn(async move { engine.execute(txn, op).await });
+        }
         Ok(())
     }
 
     async fn execute(self: Arc<Self>, txn: Arc<Transaction>, op: Operation) {
         log::info!("txn {} ({}) started by {}", txn.id, txn.title, txn.caller.describe());
+        let journaled = !matches!(op, Operation::Recover { .. });
+        if journaled {
+            self.journal.begin(&txn.id, &txn.title, &txn.caller.describe());
+        }
         let path = self.sysroot.clone();
         let repomd = self.config.repomd_cache.clone();
         let t = txn.clone();
         let op2 = op.clone();
-        let mut res = tokio::task::spawn_blocking(move || match &op2 {
-            Operation::Rollback { .. } => rollback::run(&t, &path),
-            Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
+        let mut res = tokio::task::spawn_blocking(move || {
+            t.check_cancelled()?;
+            match &op2 {
+                Operation::Rollback { .. } => rollback::run(&t, &path),
+                Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
+                Operation::Recover { interrupted } => recover(&t, &path, interrupted),
+            }
         })
         .await
         .unwrap_or_else(|e| Err(Error::Failed(format!("transaction panicked: {e}"))));
@@ -266,8 +330,49 @@ impl Engine {
             }
         }
         txn.finish(res.as_ref().map(|c| *c));
-        *self.writer() = None;
+        if journaled {
+            let r = txn.result().unwrap_or_default();
+            self.journal.end(&txn.id, &txn.title, &txn.caller.describe(), txn.state().as_str(), &r.error_message);
+        } else if let Operation::Recover { interrupted } = &op {
+            if res.is_ok() {
+                self.journal.record_interrupted(interrupted);
+            }
+        }
+        self.touch();
+        self.run_next();
+    }
+
+    /// Hand the writer slot to the next queued transaction, if any.
+    fn run_next(self: &Arc<Self>) {
+        let next = {
+            let mut w = self.writer();
+            w.running = None;
+            loop {
+                match w.queue.pop_front() {
+                    Some(t) if t.state() == TxnState::Queued && !t.is_cancelled() => {
+                        t.set_state(TxnState::Running);
+                        w.running = Some(t.clone());
+                        break Some(t);
+                    }
+                    Some(_) => continue,
+                    None => break None,
+                }
+            }
+        };
         self.txn_changes.send_modify(|n| *n += 1);
+        if let Some(t) = next {
+            let op = self.txns().get(&t.id).map(|(_, op)| op.clone());
+            match op {
+                Some(op) => {
+                    let engine = self.clone();
+                    tokio::spawn(async move { engine.execute(t, op).await });
+                }
+                None => {
+                    t.finish(Err(&Error::Failed("transaction vanished from the table".into())));
+                    self.run_next();
+                }
+            }
+        }
     }
 
     fn reboot(&self, txn: &Transaction) -> Result<()> {
@@ -285,10 +390,33 @@ impl Engine {
         Ok(())
     }
 
-    /// Cancel a transaction (queued or running).
+    /// Cancel a transaction. A created or queued one ends at once; a running one stops at its
+    /// next cancellation point and undoes its partial work.
     pub fn cancel(&self, txn: &Transaction) {
-        txn.cancel();
+        txn.request_cancel();
+        match txn.state() {
+            TxnState::Created => txn.finish(Err(&Error::Cancelled)),
+            TxnState::Queued => {
+                self.writer().queue.retain(|t| t.id != txn.id);
+                txn.finish(Err(&Error::Cancelled));
+            }
+            _ => {}
+        }
         self.txn_changes.send_modify(|n| *n += 1);
+    }
+
+    /// A peer left the bus: transactions it created or joined that have not started yet, and
+    /// that nobody else is waiting for, are cancelled; its watcher registration ends.
+    pub fn peer_vanished(&self, sender: &str) {
+        self.clients_lock().remove(sender);
+        let txns: Vec<Arc<Transaction>> = self.txns().values().map(|(t, _)| t.clone()).collect();
+        for t in txns {
+            let waiting = matches!(t.state(), TxnState::Created | TxnState::Queued);
+            if t.remove_owner(sender) && waiting {
+                log::info!("txn {} ({}): its caller {sender} left before it started; cancelling", t.id, t.title);
+                self.cancel(&t);
+            }
+        }
     }
 
     /// Drop finished transactions whose result has been readable for `result_ttl`, and cancel
@@ -297,34 +425,90 @@ impl Engine {
         let ttl = self.config.result_ttl;
         let now = SystemTime::now();
         let old = |t: SystemTime| now.duration_since(t).map(|d| d >= ttl).unwrap_or(false);
-        let mut removed = Vec::new();
-        let mut txns = self.txns();
-        for (t, _) in txns.values() {
-            if t.state() == TxnState::Created && old(t.created_at) {
-                t.cancel();
-            }
+        let stale: Vec<Arc<Transaction>> = self
+            .txns()
+            .values()
+            .filter(|(t, _)| t.state() == TxnState::Created && old(t.created_at))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in stale {
+            self.cancel(&t);
         }
-        txns.retain(|id, (t, _)| {
+        let mut removed = Vec::new();
+        self.txns().retain(|id, (t, _)| {
             let keep = !t.finished_at().is_some_and(old);
             if !keep {
                 removed.push(id.clone());
             }
             keep
         });
-        drop(txns);
         if !removed.is_empty() {
             self.txn_changes.send_modify(|n| *n += 1);
         }
         removed
     }
 
+    // ---- liveness (idle exit) ----
+
+    fn clients_lock(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note that someone used the API just now.
+    pub fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Count `sender` as a watcher until it unregisters or leaves the bus.
+    pub fn register_client(&self, sender: &str) {
+        self.touch();
+        self.clients_lock().insert(sender.to_string());
+    }
+
+    pub fn unregister_client(&self, sender: &str) {
+        self.touch();
+        self.clients_lock().remove(sender);
+    }
+
+    /// How long layerd has had nothing to do: no transaction created, queued or running, no
+    /// registered watcher, no API call. `None` while something is going on.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if !self.clients_lock().is_empty() {
+            return None;
+        }
+        if self.txns().values().any(|(t, _)| !t.state().is_finished()) {
+            return None;
+        }
+        Some(self.last_activity.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+    }
+
+    /// At start-up: if the journal shows a transaction was interrupted by a crash, queue the
+    /// recovery as the first transaction.
+    pub fn recover_if_interrupted(self: &Arc<Self>) {
+        let Some(rec) = self.journal.interrupted() else { return };
+        log::warn!("transaction {} ({}) was interrupted when layerd stopped; recovering", rec.id, rec.title);
+        let caller = Caller { sender: String::new(), uid: 0, client_id: "layerd".into() };
+        match self.create(Operation::Recover { interrupted: rec }, caller) {
+            Ok(t) => {
+                if let Err(e) = self.start(&t, Some(true)) {
+                    log::error!("starting the recovery: {e}");
+                }
+            }
+            Err(e) => log::error!("creating the recovery: {e}"),
+        }
+    }
+
     pub fn result_ttl(&self) -> Duration {
         self.config.result_ttl
     }
 
-    /// On daemon stop: cancel the running transaction and wait (bounded) for it to undo its
-    /// partial work.
+    /// On daemon stop: cancel queued and running transactions and wait (bounded) for the
+    /// running one to undo its partial work.
     pub async fn shutdown(&self, timeout: Duration) {
+        let queued: Vec<Arc<Transaction>> = self.writer().queue.drain(..).collect();
+        for t in queued {
+            self.cancel(&t);
+        }
         let Some(t) = self.running() else { return };
         log::info!("stopping: cancelling transaction {} ({})", t.id, t.title);
         self.cancel(&t);
@@ -333,4 +517,18 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Clean up after an interrupted transaction: libostree's cleanup removes deployment
+/// directories no boot entry references (a half-written deployment) and unreferenced objects
+/// and temporary files in the repository.
+fn recover(txn: &Transaction, path: &SysrootPath, interrupted: &journal::Record) -> Result<bool> {
+    txn.message(format!(
+        "Transaction '{}' ({}) was interrupted; removing its leftovers",
+        interrupted.title, interrupted.client
+    ));
+    let locked = path.lock(txn.cancellable(), || txn.message("Waiting for the sysroot lock held by another tool"))?;
+    txn.task("Removing leftovers", || locked.sysroot.cleanup(Some(txn.cancellable())))
+        .context("cleaning up after the interrupted transaction")?;
+    Ok(true)
 }

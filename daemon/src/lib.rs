@@ -13,10 +13,12 @@
 //! - [`dbus`]: the `org.layerd.Layerd1` D-Bus objects.
 
 pub mod cleanup;
+pub mod config;
 pub mod dbus;
 pub mod engine;
 pub mod error;
 pub mod gvariant;
+pub mod journal;
 pub mod origin;
 pub mod rollback;
 pub mod status;

@@ -21,12 +21,24 @@ struct Args {
     /// sysroot whose default deployment stands in for the booted one.
     #[arg(long, default_value = "/")]
     sysroot: PathBuf,
-    /// Command run when a transaction asks to reboot, split on spaces.
-    #[arg(long, default_value = "systemctl reboot")]
-    reboot_command: String,
-    /// Seconds a finished transaction's result stays readable.
-    #[arg(long, default_value_t = 300)]
-    result_ttl: u64,
+    /// The configuration file (see docs/config.md).
+    #[arg(long, default_value = layerd::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Command run when a transaction asks to reboot, split on spaces [config: reboot-command].
+    #[arg(long)]
+    reboot_command: Option<String>,
+    /// Seconds a finished transaction's result stays readable [config: result-ttl-seconds].
+    #[arg(long)]
+    result_ttl: Option<u64>,
+    /// Exit after this many seconds with nothing to do; 0 never [config: idle-exit-seconds].
+    #[arg(long)]
+    idle_exit: Option<u64>,
+    /// Queue changes behind a running one unless the caller says otherwise [config: wait-by-default].
+    #[arg(long)]
+    wait_by_default: bool,
+    /// Directory of the transaction journal [config: state-dir].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +65,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(args, sysroot)) {
+    let file = match layerd::config::load(&args.config) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("layerd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args, file, sysroot)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -63,12 +83,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, sysroot: SysrootPath) -> anyhow::Result<()> {
+async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath) -> anyhow::Result<()> {
+    let defaults = Config::default();
     let config = Config {
-        reboot_command: args.reboot_command.split_whitespace().map(str::to_string).collect(),
-        result_ttl: Duration::from_secs(args.result_ttl),
-        ..Config::default()
+        reboot_command: match (&args.reboot_command, file.reboot_command) {
+            (Some(c), _) => c.split_whitespace().map(str::to_string).collect(),
+            (None, Some(c)) => c,
+            (None, None) => defaults.reboot_command,
+        },
+        result_ttl: Duration::from_secs(args.result_ttl.or(file.result_ttl_seconds).unwrap_or(300)),
+        state_dir: args.state_dir.clone().or(file.state_dir).unwrap_or(defaults.state_dir),
+        wait_by_default: args.wait_by_default || file.wait_by_default.unwrap_or(false),
+        ..defaults
     };
+    let idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));
     let engine = Engine::new(sysroot.clone(), config);
     let conn = zbus::connection::Builder::system()
         .context("connecting to the system bus")?
@@ -76,19 +104,36 @@ async fn run(args: Args, sysroot: SysrootPath) -> anyhow::Result<()> {
         .name(BUS_NAME)?
         .build()
         .await
-        .with_context(|| format!("owning {BUS_NAME} on the system bus (is another layerd running?)"))?;
+        .with_context(|| format!("connecting to the system bus and owning {BUS_NAME} (is another layerd running?)"))?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     log::info!("layerd {} ready as {BUS_NAME}, managing {}", layerd::VERSION, sysroot.path().display());
 
     layerd::dbus::spawn_mirrors(conn.clone(), engine.clone());
+    engine.recover_if_interrupted();
     engine.refresh().await;
     let booted = engine.snapshot().await.map(|s| s.is_booted).unwrap_or(false);
     layerd::watch::spawn(engine.clone(), booted);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
+    let tick = (idle_exit / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut idle_check = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
+            _ = idle_check.tick(), if !idle_exit.is_zero() => {
+                if engine.idle_for().is_some_and(|d| d >= idle_exit) {
+                    // Release the name first: from here on D-Bus activation starts a new layerd
+                    // for any new call, and one that raced us is re-checked below.
+                    let _ = conn.release_name(BUS_NAME).await;
+                    if engine.idle_for().is_some_and(|d| d >= idle_exit) {
+                        log::info!("idle for {} s: exiting", idle_exit.as_secs());
+                        break;
+                    }
+                    conn.request_name(BUS_NAME).await.context("re-owning the bus name")?;
+                }
+            }
+        }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     engine.shutdown(Duration::from_secs(30)).await;

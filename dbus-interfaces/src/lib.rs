@@ -9,12 +9,14 @@
 //! This crate deliberately does not link libostree or glib so `layerctl` stays small.
 
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod proxy;
 pub mod types;
 
 pub use error::Error;
-pub use types::{Deployment, TransactionInfo, TransactionResult};
+pub use events::{EventData, EventKind, Progress};
+pub use types::{Deployment, LastTransaction, TransactionInfo, TransactionResult};
 
 /// Well-known bus name owned by the daemon on the system bus.
 pub const BUS_NAME: &str = "org.layerd.Layerd1";

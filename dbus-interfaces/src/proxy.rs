@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use zbus::zvariant::{OwnedObjectPath, Value};
 
-use crate::{Deployment, Error, TransactionInfo, TransactionResult};
+use crate::{Deployment, Error, EventData, LastTransaction, TransactionInfo, TransactionResult};
 
 /// Options dictionary passed to every mutating method (`a{sv}`); unknown keys are refused.
 pub type Options<'a> = HashMap<&'a str, Value<'a>>;
@@ -23,6 +23,9 @@ pub trait Layerd1 {
     fn cleanup(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).
     fn reload(&self) -> Result<(), Error>;
+    /// Count the caller as a watcher (layerd does not exit idle while it is registered).
+    fn register_client(&self, options: Options<'_>) -> Result<(), Error>;
+    fn unregister_client(&self) -> Result<(), Error>;
 
     #[zbus(property)]
     fn deployments(&self) -> zbus::Result<Vec<Deployment>>;
@@ -35,6 +38,8 @@ pub trait Layerd1 {
     #[zbus(property)]
     fn transactions(&self) -> zbus::Result<Vec<TransactionInfo>>;
     #[zbus(property)]
+    fn last_transaction(&self) -> zbus::Result<LastTransaction>;
+    #[zbus(property)]
     fn daemon_version(&self) -> zbus::Result<String>;
 }
 
@@ -44,8 +49,11 @@ pub trait Layerd1 {
     gen_blocking = false
 )]
 pub trait Transaction {
-    /// Run the transaction. Subscribe to the signals first: nothing is emitted before `Start`.
-    fn start(&self) -> Result<(), Error>;
+    /// Run the transaction (options: `wait` (b) to queue behind a running one). Subscribe to
+    /// `Event` first, then replay with `Events(0)` to also see what happened before.
+    fn start(&self, options: Options<'_>) -> Result<(), Error>;
+    /// Events after sequence number `since`, for replay: `(seq, kind, data)`.
+    fn events(&self, since: u64) -> Result<Vec<(u64, String, EventData)>, Error>;
     /// Cancel it (queued or running).
     fn cancel(&self) -> Result<(), Error>;
 
@@ -56,12 +64,11 @@ pub trait Transaction {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn client(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn result(&self) -> zbus::Result<TransactionResult>;
 
-    /// A human-readable progress line.
+    /// One event: sequence number (from 1), kind, data (see [`crate::EventKind`]).
     #[zbus(signal)]
-    fn message(&self, text: String) -> zbus::Result<()>;
-    /// Emitted once when the transaction ends, with its outcome.
-    #[zbus(signal)]
-    fn finished(&self, result: TransactionResult) -> zbus::Result<()>;
+    fn event(&self, seq: u64, kind: String, data: EventData) -> zbus::Result<()>;
 }

@@ -98,3 +98,17 @@ pub struct TransactionResult {
     pub error_name: String,
     pub error_message: String,
 }
+
+/// How the last transaction ended (kept across daemon restarts, including crashes).
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue)]
+#[zvariant(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct LastTransaction {
+    pub id: String,
+    pub title: String,
+    pub client: String,
+    /// `succeeded`, `failed` or `cancelled`; empty when there was none.
+    pub state: String,
+    pub error_message: String,
+    /// When it ended, seconds since the epoch.
+    pub time: u64,
+}

@@ -237,6 +237,10 @@ impl VirtualHost {
         let mut c = Command::new(crate::bin_dir().join("layerd"));
         c.arg("--sysroot")
             .arg(&self.sysroot.path)
+            .arg("--state-dir")
+            .arg(self.dir.join("offline-state"))
+            .arg("--config")
+            .arg(self.dir.join("offline-config.toml"))
             .args(&self.layerd_args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
             .env("NOTIFY_SOCKET", &notify);
@@ -275,6 +279,27 @@ impl VirtualHost {
             }
         }
         self.layerd = Some(Layerd { child });
+        Ok(())
+    }
+
+    /// Let the private bus start layerd inside the booted host on demand (D-Bus activation),
+    /// as systemd does on a node. Its output goes to the bus's log.
+    pub fn enable_activation(&self) -> Result<()> {
+        let pid = self.booted()?.init_pid;
+        // dbus-daemon passes its own (host-side) address in DBUS_SYSTEM_BUS_ADDRESS; inside, the
+        // socket is at the standard path
+        let mut exec = format!(
+            "/usr/bin/nsenter --target={pid} --mount --pid --root --wd -- /usr/bin/env \
+             DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket {BIN_IN_HOST}/layerd"
+        );
+        for a in &self.layerd_args {
+            exec.push(' ');
+            exec.push_str(a);
+        }
+        fs::write(
+            self.dir.join("dbus-services/org.layerd.Layerd1.service"),
+            format!("[D-BUS Service]\nName=org.layerd.Layerd1\nExec={exec}\nUser=root\n"),
+        )?;
         Ok(())
     }
 

@@ -1,9 +1,8 @@
 //! Issue 2: status, rollback, cleanup, offline sysroots, clear errors.
 
 use std::collections::HashMap;
-use std::os::unix::io::AsRawFd;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use layerd_interfaces::proxy::{Layerd1Proxy, TransactionProxy};
@@ -235,35 +234,6 @@ fn watchers_see_new_deployments_without_polling() {
     });
 }
 
-/// Hold libostree's sysroot lock (an OFD lock on `ostree/lock`) like another ostree tool would.
-struct SysrootLock(std::fs::File);
-
-impl SysrootLock {
-    fn take(h: &VirtualHost) -> Self {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(h.sysroot.path.join("ostree/lock"))
-            .unwrap();
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        assert_eq!(r, 0, "taking the sysroot lock: {}", std::io::Error::last_os_error());
-        SysrootLock(f)
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn busy_cancel_and_status_while_a_transaction_waits() {
     let h = booted_host("busy");
@@ -272,7 +242,7 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     let lock = SysrootLock::take(&h);
 
     // the first rollback waits for the lock another tool holds
-    let mut first = h
+    let first = h
         .layerctl_command(&["--client-id", "test-agent", "rollback"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -289,8 +259,8 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     assert!(t[1].as_str().unwrap().starts_with("test-agent"));
     assert!(t[2].as_str().unwrap().starts_with("/org/layerd/Layerd1/Transaction/"));
 
-    // a second change is refused with a busy error naming the running one
-    let second = h.layerctl(&["rollback"]).unwrap();
+    // a different change is refused with a busy error naming the running one
+    let second = h.layerctl(&["cleanup", "-b"]).unwrap();
     assert_eq!(second.status.code(), Some(1));
     let err = stderr(&second);
     assert!(err.contains("busy") && err.contains("rollback") && err.contains("test-agent"), "{err}");
@@ -299,9 +269,11 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     rt.block_on(async {
         let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
         let proxy = Layerd1Proxy::new(&conn).await.unwrap();
-        let path = proxy.rollback(HashMap::new()).await.unwrap();
+        let mut o = HashMap::new();
+        o.insert("rollback", ZValue::from(true));
+        let path = proxy.cleanup(o).await.unwrap();
         let txn = TransactionProxy::builder(&conn).path(path).unwrap().build().await.unwrap();
-        match txn.start().await {
+        match txn.start(HashMap::new()).await {
             Err(ApiError::Busy(m)) => assert!(m.contains("rollback"), "{m}"),
             other => panic!("expected org.layerd.Layerd1.Error.Busy, got {other:?}"),
         }
@@ -312,6 +284,7 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     let out = first.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cancelled"), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("Cancelling..."), "stdout: {}", stdout(&out));
     drop(lock);
     let after = h.status_json().unwrap();
     assert_eq!(after["deployments"], before["deployments"], "a cancelled rollback changes nothing");

@@ -1,0 +1,54 @@
+//! `/etc/layerd/config.toml`: the daemon's one configuration file.
+//!
+//! Every key is optional; command-line flags override the file. Unknown keys are refused so a
+//! typo does not silently leave a default in place. Keys:
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `idle-exit-seconds` | integer | 60 | exit after this long with nothing to do (0: never); D-Bus activation starts layerd again |
+//! | `wait-by-default` | bool | false | a change requested while another runs queues behind it instead of failing with Busy |
+//! | `result-ttl-seconds` | integer | 300 | how long a finished transaction's result stays readable |
+//! | `reboot-command` | array of strings | `["systemctl", "reboot"]` | run for `--reboot` requests |
+//! | `state-dir` | path | `/var/lib/layerd` | the transaction journal |
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/layerd/config.toml";
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub idle_exit_seconds: Option<u64>,
+    pub wait_by_default: Option<bool>,
+    pub result_ttl_seconds: Option<u64>,
+    pub reboot_command: Option<Vec<String>>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Read the config file; a missing file means defaults, a malformed one is an error naming the
+/// file and the place.
+pub fn load(path: &Path) -> Result<FileConfig, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses_unknown_keys() {
+        let c: FileConfig = toml::from_str("idle-exit-seconds = 5\nwait-by-default = true\nreboot-command = [\"true\"]\n").unwrap();
+        assert_eq!(c.idle_exit_seconds, Some(5));
+        assert_eq!(c.wait_by_default, Some(true));
+        assert_eq!(c.reboot_command, Some(vec!["true".to_string()]));
+        let e = toml::from_str::<FileConfig>("idle-exit-secs = 5\n").unwrap_err().to_string();
+        assert!(e.contains("idle-exit-secs"), "{e}");
+        assert_eq!(load(Path::new("/nonexistent/config.toml")).unwrap(), FileConfig::default());
+    }
+}
