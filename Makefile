@@ -3,7 +3,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo bench clean
 
 all: build
 
@@ -20,6 +20,11 @@ test: build
 # A guided tour on a virtual host: status, deploy an update, rollback, reboot, cleanup.
 demo: build
 	./target/debug/vhost demo --dir $(DEMO_DIR)
+
+# Speed measurements against shared/reference/targets.md, on an optimised build.
+bench: deps
+	$(CARGO) build --workspace --locked --release
+	LAYERD_BIN_DIR=target/release ./target/release/vhost bench --dir $(DEMO_DIR)
 
 clean:
 	# kept virtual hosts (LAYERD_KEEP_VHOST=1) hold immutable ostree deployment roots

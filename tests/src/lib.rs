@@ -12,6 +12,7 @@
 //!
 //! Nothing is mocked: these are the same tools a node runs.
 
+pub mod bench;
 pub mod bus;
 pub mod cmd;
 pub mod demo;

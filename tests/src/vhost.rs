@@ -467,3 +467,27 @@ fn pipe() -> Result<(i32, i32)> {
     }
     Ok((fds[0], fds[1]))
 }
+
+/// libostree's sysroot lock (an OFD lock on `ostree/lock`) held the way another ostree tool
+/// (`ostree admin`, rpm-ostree, bootc) holds it; released on drop.
+pub struct SysrootLock(#[allow(dead_code)] fs::File);
+
+impl SysrootLock {
+    pub fn take(h: &VirtualHost) -> Result<Self> {
+        use std::os::unix::io::AsRawFd;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(h.sysroot.path.join("ostree/lock"))?;
+        // SAFETY: a zeroed flock is a valid argument; fcntl reads it through a valid pointer.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+            bail!("taking the sysroot lock: {}", std::io::Error::last_os_error());
+        }
+        Ok(SysrootLock(f))
+    }
+}

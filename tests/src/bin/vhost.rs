@@ -5,6 +5,12 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "layerd's virtual host: a booted ostree system in a directory")]
 enum Cmd {
+    /// The benchmarks of `make bench`.
+    Bench {
+        /// Scratch directory (removed again at the end).
+        #[arg(long, default_value = ".demo")]
+        dir: std::path::PathBuf,
+    },
     /// The guided demo of `make demo`.
     Demo {
         /// Scratch directory (removed again at the end).
@@ -22,6 +28,10 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cmd::parse() {
+        Cmd::Bench { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            layerd_tests::bench::run(&dir)?;
+        }
         Cmd::Demo { dir } => {
             std::fs::create_dir_all(&dir)?;
             layerd_tests::demo::run(&dir)?;

@@ -1,10 +1,10 @@
 //! Shared helpers for the integration tests.
 
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use layerd_tests::fixture::{OsSpec, OSNAME, REF, REMOTE};
+pub use layerd_tests::vhost::SysrootLock;
 use layerd_tests::VirtualHost;
 use serde_json::Value;
 
@@ -53,28 +53,6 @@ pub fn stdout(o: &std::process::Output) -> String {
 
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Hold libostree's sysroot lock (an OFD lock on `ostree/lock`) like another ostree tool would.
-/// The file is held only to keep the lock (released on drop).
-pub struct SysrootLock(#[allow(dead_code)] std::fs::File);
-
-impl SysrootLock {
-    pub fn take(h: &VirtualHost) -> Self {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(h.sysroot.path.join("ostree/lock"))
-            .unwrap();
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        assert_eq!(r, 0, "taking the sysroot lock: {}", std::io::Error::last_os_error());
-        SysrootLock(f)
-    }
 }
 
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {

@@ -239,7 +239,7 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     let h = booted_host("busy");
     deploy_version(&h, "2.0", false);
     let before = h.status_json().unwrap();
-    let lock = SysrootLock::take(&h);
+    let lock = SysrootLock::take(&h).unwrap();
 
     // the first rollback waits for the lock another tool holds
     let first = h

@@ -23,7 +23,7 @@ fn running_title(h: &VirtualHost) -> Option<String> {
 fn wait_queues_in_order_and_runs_after() {
     let h = booted_host("queue");
     deploy_version(&h, "2.0", false);
-    let lock = SysrootLock::take(&h);
+    let lock = SysrootLock::take(&h).unwrap();
     let first = spawn(&h, &["--client-id", "first", "rollback"]);
     wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
     let second = spawn(&h, &["--client-id", "second", "cleanup", "-r", "--wait"]);
@@ -44,7 +44,7 @@ fn wait_queues_in_order_and_runs_after() {
 fn identical_request_joins_and_a_late_subscriber_sees_every_event() {
     let h = booted_host("join");
     deploy_version(&h, "2.0", false);
-    let lock = SysrootLock::take(&h);
+    let lock = SysrootLock::take(&h).unwrap();
     let first = spawn(&h, &["rollback"]);
     wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
     // emitted before the second client existed
@@ -71,7 +71,11 @@ fn queued_request_of_a_vanished_client_is_cancelled_and_cancel_stops_the_running
     let h = booted_host("vanish");
     deploy_version(&h, "2.0", false);
     let before = h.status_json().unwrap();
-    let lock = SysrootLock::take(&h);
+    let admin_before = h.ostree_admin_status().unwrap();
+    let refs_before = h.exec_ok(&["ostree", "refs", "--repo=/sysroot/ostree/repo"]).unwrap();
+    let mut dirs_before = h.sysroot.deployment_dirs();
+    dirs_before.sort();
+    let lock = SysrootLock::take(&h).unwrap();
     let first = spawn(&h, &["rollback"]);
     wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
     let mut second = spawn(&h, &["cleanup", "-r", "--wait"]);
@@ -90,6 +94,11 @@ fn queued_request_of_a_vanished_client_is_cancelled_and_cancel_stops_the_running
     let after = h.status_json().unwrap();
     assert_eq!(after["deployments"], before["deployments"], "nothing changed");
     assert!(after["transaction"].is_null());
+    assert_eq!(h.ostree_admin_status().unwrap(), admin_before);
+    assert_eq!(h.exec_ok(&["ostree", "refs", "--repo=/sysroot/ostree/repo"]).unwrap(), refs_before);
+    let mut dirs_after = h.sysroot.deployment_dirs();
+    dirs_after.sort();
+    assert_eq!(dirs_after, dirs_before);
     let text = h.layerctl_ok(&["status"]).unwrap();
     assert!(text.contains("LastTransaction: rollback cancelled"), "{text}");
     let none = h.layerctl(&["cancel"]).unwrap();
@@ -103,7 +112,7 @@ fn sigkill_mid_transaction_then_restart_recovers_and_records_the_failure() {
     deploy_version(&h, "2.0", false);
     let before = h.status_json().unwrap();
     let refs_before = h.exec_ok(&["ostree", "refs", "--repo=/sysroot/ostree/repo"]).unwrap();
-    let lock = SysrootLock::take(&h);
+    let lock = SysrootLock::take(&h).unwrap();
     let client = spawn(&h, &["rollback"]);
     wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
     h.stop_layerd_with(libc::SIGKILL).unwrap();

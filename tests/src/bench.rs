@@ -1,0 +1,127 @@
+//! `make bench`: latency and start-up measurements on a virtual host, printed against the
+//! targets in `shared/reference/targets.md` and against a peer measured in the same run.
+//!
+//! Peer: rpm-ostree is not available on Debian, so the reference for reading status is
+//! `ostree admin status` run in the same host (a fresh process loading the same sysroot, which is
+//! what a status request to a daemon without a cache costs). Medians of several runs; nothing
+//! here is asserted, the numbers are for reading.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::fixture::{OsSpec, OSNAME, REF, REMOTE};
+use crate::vhost::SysrootLock;
+use crate::VirtualHost;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Round trips of a `Deployments` property read over D-Bus.
+fn status_round_trips(h: &VirtualHost, n: usize) -> Result<Vec<Duration>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(h.bus.address().as_str())?.build().await?;
+        let proxy = layerd_interfaces::proxy::Layerd1Proxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        proxy.deployments().await?; // warm
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let d = proxy.deployments().await?;
+            v.push(t.elapsed());
+            anyhow::ensure!(!d.is_empty(), "empty status");
+        }
+        v.sort();
+        Ok(v)
+    })
+}
+
+fn row(what: &str, value: Duration, target_ms: f64, peer: Option<Duration>) {
+    let peer_text = match peer {
+        Some(p) => format!("{:>8.3} ms  {:>6.1}x faster", ms(p), ms(p) / ms(value).max(1e-6)),
+        None => String::from("        -"),
+    };
+    println!(
+        "{what:<44} {:>8.3} ms  target {:>5.1} ms ({:>4.2}x of target)  peer {peer_text}",
+        ms(value),
+        target_ms,
+        ms(value) / target_ms
+    );
+}
+
+pub fn run(base: &Path) -> Result<()> {
+    let mut h = VirtualHost::new(base, "bench")?;
+    h.boot()?;
+    h.start_layerd()?;
+    h.publish(&OsSpec::new("2.0"))?;
+    h.exec_ok(&["ostree", "pull", REMOTE, REF])?;
+    h.exec_ok(&["ostree", "admin", "deploy", "--retain", &format!("--os={OSNAME}"), &format!("{REMOTE}:{REF}")])?;
+
+    // peer: a fresh process reading the same sysroot
+    let mut peer = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        h.exec_ok(&["ostree", "admin", "status"])?;
+        peer.push(t.elapsed());
+    }
+    peer.sort();
+    let peer_p50 = percentile(&peer, 0.5);
+
+    println!("layerd benchmarks (medians; targets from shared/reference/targets.md)\n");
+    let idle = status_round_trips(&h, 2000)?;
+    row("status over D-Bus, idle, p50", percentile(&idle, 0.5), 2.0, Some(peer_p50));
+    row("status over D-Bus, idle, p99", percentile(&idle, 0.99), 10.0, Some(peer_p50));
+
+    // a transaction that stays running: a rollback waiting for the sysroot lock we hold
+    let lock = SysrootLock::take(&h)?;
+    let mut txn = h.layerctl_command(&["rollback"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !h.layerctl_ok(&["status"])?.contains("State: busy") {
+        anyhow::ensure!(Instant::now() < deadline, "the transaction did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let busy = status_round_trips(&h, 2000)?;
+    row("status over D-Bus, transaction running, p50", percentile(&busy, 0.5), 2.0, Some(peer_p50));
+    row("status over D-Bus, transaction running, p99", percentile(&busy, 0.99), 10.0, Some(peer_p50));
+    h.layerctl_ok(&["cancel"])?;
+    let _ = txn.wait();
+    drop(lock);
+
+    // the whole client: process start, connect, two property reads, render
+    let mut cli = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        h.layerctl_ok(&["status", "--json"])?;
+        cli.push(t.elapsed());
+    }
+    cli.sort();
+    row("`layerctl status --json` end to end, p50", percentile(&cli, 0.5), 50.0, Some(peer_p50));
+
+    // start-up: process start to READY=1 (sent once the bus name is owned)
+    let mut starts = Vec::new();
+    for _ in 0..10 {
+        h.stop_layerd()?;
+        let t = Instant::now();
+        h.start_layerd().context("restarting layerd")?;
+        starts.push(t.elapsed());
+    }
+    starts.sort();
+    row("start-up to bus name owned, p50", percentile(&starts, 0.5), 50.0, None);
+    println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
+    h.shutdown()?;
+    Ok(())
+}
