@@ -32,7 +32,7 @@ fn ms(d: Duration) -> f64 {
 fn status_round_trips(h: &VirtualHost, n: usize) -> Result<Vec<Duration>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str())?.build().await?;
+        let conn = h.bus_connection().await?;
         let proxy = layerd_interfaces::proxy::Layerd1Proxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()

@@ -427,6 +427,11 @@ impl VirtualHost {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A D-Bus connection to the host's private system bus (as a client outside the host).
+    pub async fn bus_connection(&self) -> Result<zbus::Connection> {
+        Ok(zbus::connection::Builder::address(self.bus.address().as_str())?.build().await?)
+    }
+
     /// `layerctl status --json`, parsed.
     pub fn status_json(&self) -> Result<serde_json::Value> {
         let out = self.layerctl_ok(&["status", "--json"])?;

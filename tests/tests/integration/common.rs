@@ -8,9 +8,14 @@ pub use layerd_tests::vhost::SysrootLock;
 use layerd_tests::VirtualHost;
 use serde_json::Value;
 
+/// A virtual host (not booted yet) in cargo's scratch directory for tests.
+pub fn new_host(name: &str) -> VirtualHost {
+    VirtualHost::new(Path::new(env!("CARGO_TARGET_TMPDIR")), name).expect("creating the virtual host")
+}
+
 /// A booted virtual host with layerd running.
 pub fn booted_host(name: &str) -> VirtualHost {
-    let mut h = VirtualHost::new(Path::new(env!("CARGO_TARGET_TMPDIR")), name).expect("creating the virtual host");
+    let mut h = new_host(name);
     h.boot().expect("booting");
     h.start_layerd().expect("starting layerd");
     h

@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use layerd_interfaces::proxy::{Layerd1Proxy, TransactionProxy};
 use layerd_interfaces::Error as ApiError;
 use layerd_tests::fixture::{OsSpec, OSNAME, REF, REMOTE};
-use layerd_tests::VirtualHost;
 use serde_json::Value;
 use zbus::zvariant::Value as ZValue;
 
@@ -194,7 +193,7 @@ fn cleanup_removes_rollback_but_keeps_pinned() {
 
 #[test]
 fn rollback_reboot_runs_the_reboot_command() {
-    let mut h = VirtualHost::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), "reboot").unwrap();
+    let mut h = new_host("reboot");
     h.layerd_args = vec!["--reboot-command".into(), "/usr/bin/busybox touch /run/reboot-requested".into()];
     h.boot().unwrap();
     h.start_layerd().unwrap();
@@ -212,7 +211,7 @@ fn watchers_see_new_deployments_without_polling() {
     let h = booted_host("watch");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let conn = h.bus_connection().await.unwrap();
         let proxy = Layerd1Proxy::new(&conn).await.unwrap();
         assert_eq!(proxy.deployments().await.unwrap().len(), 1);
         let mut changes = proxy.receive_deployments_changed().await;
@@ -267,7 +266,7 @@ fn busy_cancel_and_status_while_a_transaction_waits() {
     // ... and over D-Bus the error is machine-readable
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let conn = h.bus_connection().await.unwrap();
         let proxy = Layerd1Proxy::new(&conn).await.unwrap();
         let mut o = HashMap::new();
         o.insert("rollback", ZValue::from(true));
@@ -299,7 +298,7 @@ fn bad_requests_and_unreachable_daemon_give_clear_errors() {
     let mut h = booted_host("errors");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let conn = h.bus_connection().await.unwrap();
         let proxy = Layerd1Proxy::new(&conn).await.unwrap();
         let mut o = HashMap::new();
         o.insert("rollback", ZValue::from(true));
@@ -348,7 +347,7 @@ fn daemon_refuses_a_missing_or_non_ostree_sysroot() {
 
 #[test]
 fn offline_sysroot_uses_the_default_deployment_as_booted() {
-    let mut h = VirtualHost::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), "offline").unwrap();
+    let mut h = new_host("offline");
     h.publish(&OsSpec::new("2.0")).unwrap();
     h.sysroot.pull_from(&h.fixture).unwrap();
     let sp = format!("--sysroot={}", h.sysroot.path.display());
@@ -423,7 +422,7 @@ fn introspection_xml_matches_the_served_api() {
     let h = booted_host("introspect");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let served = rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let conn = h.bus_connection().await.unwrap();
         let intro = |path: String| {
             let conn = conn.clone();
             async move {

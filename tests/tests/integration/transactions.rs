@@ -141,7 +141,7 @@ fn sigkill_mid_transaction_then_restart_recovers_and_records_the_failure() {
 
 #[test]
 fn idle_daemon_exits_and_dbus_activation_brings_it_back() {
-    let mut h = VirtualHost::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), "idle").unwrap();
+    let mut h = new_host("idle");
     h.layerd_args = vec!["--idle-exit".into(), "1".into()];
     h.boot().unwrap();
     h.start_layerd().unwrap();
@@ -149,7 +149,7 @@ fn idle_daemon_exits_and_dbus_activation_brings_it_back() {
     // a watcher keeps it alive
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conn = rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus.address().as_str()).unwrap().build().await.unwrap();
+        let conn = h.bus_connection().await.unwrap();
         let p = layerd_interfaces::proxy::Layerd1Proxy::new(&conn).await.unwrap();
         p.register_client(Default::default()).await.unwrap();
         conn
