@@ -121,6 +121,22 @@ pub fn run(base: &Path) -> Result<()> {
     }
     starts.sort();
     row("start-up to bus name owned, p50", percentile(&starts, 0.5), 50.0, None);
+    // memory: the daemon's resident set after all of the above, idle
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(pid) = h.layerd_pid() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        println!(
+            "{:<44} {:>8.1} MB  target  15.0 MB ({:>4.2}x of target)",
+            "daemon RSS, idle",
+            kib / 1024.0,
+            kib / 1024.0 / 15.0
+        );
+    }
     println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
     h.shutdown()?;
     Ok(())

@@ -162,3 +162,21 @@ fn idle_daemon_exits_and_dbus_activation_brings_it_back() {
     let s = h.status_json().expect("status through D-Bus activation");
     assert_eq!(versions(&s), ["1.0"]);
 }
+
+#[test]
+fn wait_by_default_queues_without_the_flag() {
+    let mut h = new_host("waitdefault");
+    h.layerd_args = vec!["--wait-by-default".into()];
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    deploy_version(&h, "2.0", false);
+    let lock = SysrootLock::take(&h).unwrap();
+    let first = spawn(&h, &["rollback"]);
+    wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
+    let second = spawn(&h, &["cleanup", "-r"]);
+    wait_until("the cleanup is queued", || h.layerctl_ok(&["status"]).unwrap().contains("Queued: cleanup -r"));
+    drop(lock);
+    let (a, b) = (finish(first), finish(second));
+    assert!(a.status.success() && b.status.success(), "{} / {}", stderr(&a), stderr(&b));
+    assert_eq!(versions(&h.status_json().unwrap()), ["1.0"]);
+}
