@@ -125,16 +125,21 @@ pub fn run(base: &Path) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     if let Some(pid) = h.layerd_pid() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let kib = field("VmRSS:");
         println!(
-            "{:<44} {:>8.1} MB  target  15.0 MB ({:>4.2}x of target)",
+            "{:<44} {:>8.1} MB  target  15.0 MB ({:>4.2}x of target); heap/stacks {:.1} MB, mapped files {:.1} MB",
             "daemon RSS, idle",
             kib / 1024.0,
-            kib / 1024.0 / 15.0
+            kib / 1024.0 / 15.0,
+            field("RssAnon:") / 1024.0,
+            field("RssFile:") / 1024.0
         );
     }
     println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
