@@ -118,10 +118,13 @@ impl Layerd1 {
         let txn = self.engine.create(op, caller)?;
         let path = OwnedObjectPath::try_from(txn.path())
             .map_err(|e| ApiError::Failed(format!("transaction path: {e}")))?;
-        server
+        let new = server
             .at(path.clone(), TransactionObject { txn: txn.clone(), engine: self.engine.clone() })
             .await?;
-        tokio::spawn(forward_events(conn.clone(), path.clone(), txn));
+        // a joiner gets the existing object, whose events are already being forwarded
+        if new {
+            tokio::spawn(forward_events(conn.clone(), path.clone(), txn));
+        }
         Ok(path)
     }
 }
@@ -135,6 +138,7 @@ impl Layerd1 {
         #[zbus(object_server)] server: &ObjectServer,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
         let mut o = Options::new("Rollback", options);
         let reboot = o.bool("reboot")?;
         let client_id = o.string("client-id")?;
@@ -150,6 +154,7 @@ impl Layerd1 {
         #[zbus(object_server)] server: &ObjectServer,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
         let mut o = Options::new("Cleanup", options);
         let opts = CleanupOptions {
             pending: o.bool("pending")?,
@@ -255,6 +260,7 @@ impl TransactionObject {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(), ApiError> {
+        self.engine.touch();
         let wait = start_options(options)?;
         self.engine.start(&self.txn, wait)?;
         let _ = self.state_changed(&emitter).await;

@@ -121,6 +121,8 @@ pub struct Engine {
     /// Peers that asked to be counted as watchers (`RegisterClient`): layerd stays up for them.
     clients: Mutex<BTreeSet<String>>,
     last_activity: Mutex<Instant>,
+    /// Set when the daemon stops: no new transaction is created or started.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -138,6 +140,7 @@ impl Engine {
             journal: Journal::new(&config.state_dir),
             clients: Mutex::new(BTreeSet::new()),
             last_activity: Mutex::new(Instant::now()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             config,
         })
     }
@@ -207,6 +210,7 @@ impl Engine {
     pub fn create(&self, op: Operation, caller: Caller) -> Result<Arc<Transaction>> {
         op.validate()?;
         self.touch();
+        self.refuse_if_stopping()?;
         let mut txns = self.txns();
         if let Some((t, _)) = txns.values().find(|(t, o)| *o == op && !t.state().is_finished() && !t.is_cancelled()) {
             log::info!("txn {} ({}): joined by {}", t.id, t.title, caller.describe());
@@ -264,21 +268,27 @@ impl Engine {
             .get(&txn.id)
             .map(|(_, op)| op.clone())
             .ok_or_else(|| Error::NotFound(format!("transaction {} no longer exists", txn.id)))?;
+        self.refuse_if_stopping()?;
         let run_now = {
             let mut w = self.writer();
-            if txn.state() != TxnState::Created {
+            // queued, running, finished (a joiner's start) or cancelled meanwhile: nothing to do
+            if txn.state() != TxnState::Created || txn.is_cancelled() {
                 return Ok(());
             }
             let ahead = w.running.clone().or_else(|| w.queue.back().cloned());
             match ahead {
                 None => {
+                    if !txn.set_state(TxnState::Running) {
+                        return Ok(());
+                    }
                     w.running = Some(txn.clone());
-                    txn.set_state(TxnState::Running);
                     true
                 }
                 Some(r) if wait => {
+                    if !txn.set_state(TxnState::Queued) {
+                        return Ok(());
+                    }
                     w.queue.push_back(txn.clone());
-                    txn.set_state(TxnState::Queued);
                     txn.message(format!("Waiting for {} (started by {})", r.title, r.caller.describe()));
                     false
                 }
@@ -349,8 +359,7 @@ impl Engine {
             w.running = None;
             loop {
                 match w.queue.pop_front() {
-                    Some(t) if t.state() == TxnState::Queued && !t.is_cancelled() => {
-                        t.set_state(TxnState::Running);
+                    Some(t) if t.state() == TxnState::Queued && !t.is_cancelled() && t.set_state(TxnState::Running) => {
                         w.running = Some(t.clone());
                         break Some(t);
                     }
@@ -393,16 +402,37 @@ impl Engine {
     /// Cancel a transaction. A created or queued one ends at once; a running one stops at its
     /// next cancellation point and undoes its partial work.
     pub fn cancel(&self, txn: &Transaction) {
-        txn.request_cancel();
-        match txn.state() {
-            TxnState::Created => txn.finish(Err(&Error::Cancelled)),
-            TxnState::Queued => {
-                self.writer().queue.retain(|t| t.id != txn.id);
-                txn.finish(Err(&Error::Cancelled));
+        self.cancel_if(txn, |_| true);
+    }
+
+    /// Cancel under the writer lock, so it cannot race `start`/`run_next`, and only when
+    /// `allowed(state)` (e.g. only while still waiting). Returns whether it cancelled.
+    fn cancel_if(&self, txn: &Transaction, allowed: impl FnOnce(TxnState) -> bool) -> bool {
+        {
+            let mut w = self.writer();
+            let state = txn.state();
+            if state.is_finished() || !allowed(state) {
+                return false;
             }
-            _ => {}
+            txn.request_cancel();
+            match state {
+                TxnState::Created => txn.finish(Err(&Error::Cancelled)),
+                TxnState::Queued => {
+                    w.queue.retain(|t| t.id != txn.id);
+                    txn.finish(Err(&Error::Cancelled));
+                }
+                _ => {}
+            }
         }
         self.txn_changes.send_modify(|n| *n += 1);
+        true
+    }
+
+    fn refuse_if_stopping(&self) -> Result<()> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Error::InvalidState("layerd is stopping; retry in a moment".into()));
+        }
+        Ok(())
     }
 
     /// A peer left the bus: transactions it created or joined that have not started yet, and
@@ -411,10 +441,10 @@ impl Engine {
         self.clients_lock().remove(sender);
         let txns: Vec<Arc<Transaction>> = self.txns().values().map(|(t, _)| t.clone()).collect();
         for t in txns {
-            let waiting = matches!(t.state(), TxnState::Created | TxnState::Queued);
-            if t.remove_owner(sender) && waiting {
-                log::info!("txn {} ({}): its caller {sender} left before it started; cancelling", t.id, t.title);
-                self.cancel(&t);
+            if t.remove_owner(sender)
+                && self.cancel_if(&t, |s| matches!(s, TxnState::Created | TxnState::Queued))
+            {
+                log::info!("txn {} ({}): its caller {sender} left before it started; cancelled", t.id, t.title);
             }
         }
     }
@@ -432,7 +462,7 @@ impl Engine {
             .map(|(t, _)| t.clone())
             .collect();
         for t in stale {
-            self.cancel(&t);
+            self.cancel_if(&t, |s| s == TxnState::Created);
         }
         let mut removed = Vec::new();
         self.txns().retain(|id, (t, _)| {
@@ -486,6 +516,11 @@ impl Engine {
     /// recovery as the first transaction.
     pub fn recover_if_interrupted(self: &Arc<Self>) {
         let Some(rec) = self.journal.interrupted() else { return };
+        if self.journal.last().is_some_and(|l| l.id == rec.id) {
+            // it ended and was recorded; only removing running.json was cut short
+            self.journal.forget_running();
+            return;
+        }
         log::warn!("transaction {} ({}) was interrupted when layerd stopped; recovering", rec.id, rec.title);
         let caller = Caller { sender: String::new(), uid: 0, client_id: "layerd".into() };
         match self.create(Operation::Recover { interrupted: rec }, caller) {
@@ -505,6 +540,7 @@ impl Engine {
     /// On daemon stop: cancel queued and running transactions and wait (bounded) for the
     /// running one to undo its partial work.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
         let queued: Vec<Arc<Transaction>> = self.writer().queue.drain(..).collect();
         for t in queued {
             self.cancel(&t);
@@ -531,4 +567,53 @@ fn recover(txn: &Transaction, path: &SysrootPath, interrupted: &journal::Record)
     txn.task("Removing leftovers", || locked.sysroot.cleanup(Some(txn.cancellable())))
         .context("cleaning up after the interrupted transaction")?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> (tempfile::TempDir, Arc<Engine>) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("ostree/repo")).unwrap();
+        std::fs::create_dir_all(d.path().join("ostree/deploy")).unwrap();
+        std::fs::write(d.path().join("ostree/repo/config"), "").unwrap();
+        let config = Config { state_dir: d.path().join("state"), ..Config::default() };
+        let e = Engine::new(SysrootPath::check(d.path()).unwrap(), config);
+        (d, e)
+    }
+
+    #[test]
+    fn a_cancelled_transaction_is_not_started_again() {
+        let (_d, e) = engine();
+        let t = e.create(Operation::Rollback { reboot: false }, Caller::default()).unwrap();
+        e.cancel(&t);
+        assert_eq!(t.state(), TxnState::Cancelled);
+        e.start(&t, Some(false)).unwrap();
+        assert_eq!(t.state(), TxnState::Cancelled, "Start after Cancel must not resurrect it");
+        assert!(e.running().is_none());
+        assert_eq!(t.events_since(0).len(), 1, "exactly one Finished event");
+    }
+
+    #[test]
+    fn identical_requests_join_and_different_ones_do_not() {
+        let (_d, e) = engine();
+        let a = e.create(Operation::Rollback { reboot: false }, Caller { sender: ":1.1".into(), ..Default::default() }).unwrap();
+        let b = e.create(Operation::Rollback { reboot: false }, Caller { sender: ":1.2".into(), ..Default::default() }).unwrap();
+        assert_eq!(a.id, b.id);
+        let c = e.create(Operation::Rollback { reboot: true }, Caller::default()).unwrap();
+        assert_ne!(a.id, c.id);
+        // the creator leaving does not cancel it while the joiner waits
+        e.peer_vanished(":1.1");
+        assert_eq!(a.state(), TxnState::Created);
+        e.peer_vanished(":1.2");
+        assert_eq!(a.state(), TxnState::Cancelled);
+    }
+
+    #[test]
+    fn nothing_new_while_stopping() {
+        let (_d, e) = engine();
+        e.stopping.store(true, Ordering::SeqCst);
+        assert!(matches!(e.create(Operation::Rollback { reboot: false }, Caller::default()), Err(Error::InvalidState(_))));
+    }
 }

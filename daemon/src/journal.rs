@@ -75,6 +75,11 @@ impl Journal {
         let _ = fs::remove_file(self.dir.join("running.json"));
     }
 
+    /// Drop `running.json` (its transaction is already recorded in `last.json`).
+    pub fn forget_running(&self) {
+        let _ = fs::remove_file(self.dir.join("running.json"));
+    }
+
     /// The transaction that was running when layerd last stopped, if it never ended.
     pub fn interrupted(&self) -> Option<Record> {
         self.read("running.json")

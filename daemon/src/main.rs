@@ -98,18 +98,21 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
     };
     let idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));
     let engine = Engine::new(sysroot.clone(), config);
+    // before any client can reach us, so the recovery is the first transaction to run
+    engine.recover_if_interrupted();
     let conn = zbus::connection::Builder::system()
         .context("connecting to the system bus")?
         .serve_at(OBJECT_PATH, layerd::dbus::Layerd1::new(engine.clone()))?
-        .name(BUS_NAME)?
         .build()
         .await
-        .with_context(|| format!("connecting to the system bus and owning {BUS_NAME} (is another layerd running?)"))?;
+        .context("connecting to the system bus")?;
+    own_name(&conn)
+        .await
+        .with_context(|| format!("owning {BUS_NAME} on the system bus (is another layerd running?)"))?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     log::info!("layerd {} ready as {BUS_NAME}, managing {}", layerd::VERSION, sysroot.path().display());
 
     layerd::dbus::spawn_mirrors(conn.clone(), engine.clone());
-    engine.recover_if_interrupted();
     engine.refresh().await;
     let booted = engine.snapshot().await.map(|s| s.is_booted).unwrap_or(false);
     layerd::watch::spawn(engine.clone(), booted);
@@ -130,7 +133,10 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
                         log::info!("idle for {} s: exiting", idle_exit.as_secs());
                         break;
                     }
-                    conn.request_name(BUS_NAME).await.context("re-owning the bus name")?;
+                    if let Err(e) = own_name(&conn).await {
+                        log::warn!("could not own {BUS_NAME} again ({e}); another layerd took over, stopping");
+                        break;
+                    }
                 }
             }
         }
@@ -139,6 +145,16 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
     engine.shutdown(Duration::from_secs(30)).await;
     drop(conn);
     Ok(())
+}
+
+/// Own the bus name without replacing another owner and without queueing: a second layerd must
+/// fail, not silently take over (two writers would share one journal and sysroot).
+async fn own_name(conn: &zbus::Connection) -> anyhow::Result<()> {
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into()).await? {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => Ok(()),
+        other => anyhow::bail!("the name is taken ({other:?})"),
+    }
 }
 
 /// Journal when started by systemd with the journal as output, stderr otherwise.

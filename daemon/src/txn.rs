@@ -128,8 +128,14 @@ impl Transaction {
         self.lock().state
     }
 
-    pub(crate) fn set_state(&self, state: TxnState) {
-        self.lock().state = state;
+    /// Move to `state` unless already finished (a finished transaction never comes back).
+    pub(crate) fn set_state(&self, state: TxnState) -> bool {
+        let mut inner = self.lock();
+        if inner.state.is_finished() {
+            return false;
+        }
+        inner.state = state;
+        true
     }
 
     pub fn result(&self) -> Option<TransactionResult> {

@@ -326,6 +326,13 @@ fn bad_requests_and_unreachable_daemon_give_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("at least one of"), "{}", stderr(&out));
 
+    // a second layerd must not take the name from the running one
+    let second = h.exec(&["/run/host/bin/layerd", "--idle-exit", "0"]).unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(stderr(&second).contains("is another layerd running"), "{}", stderr(&second));
+    assert!(h.layerd_running(), "the first layerd keeps running");
+    h.layerctl_ok(&["status"]).unwrap();
+
     h.stop_layerd().unwrap();
     let out = h.layerctl(&["status"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
