@@ -74,6 +74,7 @@ impl VirtualHost {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the virtual host needs root (bubblewrap with all capabilities, overlay and bind mounts): run `make test` / `make demo` as root");
         }
+        sweep_stale(base);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = base.join(format!("{name}-{}-{n}", std::process::id()));
         if dir.exists() {
@@ -459,6 +460,24 @@ impl Drop for VirtualHost {
             if let Err(e) = remove_tree(&self.dir) {
                 let _ = writeln!(std::io::stderr(), "cleaning up {}: {e:#}", self.dir.display());
             }
+        }
+    }
+}
+
+/// Remove virtual hosts left behind by killed processes (named `<name>-<pid>-<n>`; their
+/// destructors never ran), unless they are kept on purpose.
+fn sweep_stale(base: &Path) {
+    if std::env::var_os("LAYERD_KEEP_VHOST").is_some() {
+        return;
+    }
+    let Ok(rd) = fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(n), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(_), Ok(pid)) = (n.parse::<u32>(), pid.parse::<u32>()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() && e.path().join("sysroot").exists() {
+            let _ = remove_tree(&e.path());
         }
     }
 }
