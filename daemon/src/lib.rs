@@ -20,6 +20,7 @@ pub mod error;
 pub mod gvariant;
 pub mod journal;
 pub mod origin;
+pub mod pathrules;
 pub mod rollback;
 pub mod status;
 pub mod sysroot;
