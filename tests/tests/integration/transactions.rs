@@ -180,3 +180,20 @@ fn wait_by_default_queues_without_the_flag() {
     assert!(a.status.success() && b.status.success(), "{} / {}", stderr(&a), stderr(&b));
     assert_eq!(versions(&h.status_json().unwrap()), ["1.0"]);
 }
+
+#[test]
+fn progress_output_on_a_terminal() {
+    let h = booted_host("tty");
+    deploy_version(&h, "2.0", false);
+    // util-linux `script` gives layerctl a pseudo-terminal, so the progress-bar path runs
+    let cmd = format!(
+        "DBUS_SYSTEM_BUS_ADDRESS='{}' {} rollback",
+        h.bus.address(),
+        layerd_tests::bin_dir().join("layerctl").display()
+    );
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("Moving '"), "{text}");
+    assert_eq!(versions(&h.status_json().unwrap()), ["1.0", "2.0"]);
+}
