@@ -22,6 +22,7 @@ pub mod journal;
 pub mod origin;
 pub mod pathrules;
 pub mod rollback;
+pub mod rpmfile;
 pub mod safefs;
 pub mod status;
 pub mod sysroot;
