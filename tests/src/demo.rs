@@ -51,6 +51,7 @@ pub fn run(base: &Path) -> Result<()> {
 
     step("Roll back again (swap back to 2.0) and reboot into it");
     show(&host, &["rollback"])?;
+    println!("\x1b[36m[node]# reboot\x1b[0m   (stop layerd, finalize any staged deployment, boot the new default)");
     host.reboot()?;
     show(&host, &["status"])?;
 
