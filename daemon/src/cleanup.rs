@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Context, Error, Result};
-use crate::sysroot::{deployment_id, same_deployment, SysrootPath};
+use crate::sysroot::{deployment_id, SysrootPath};
 use crate::txn::Transaction;
 use crate::ostree;
 
@@ -66,14 +66,10 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
             "cleanup needs at least one of pending, rollback, base, repomd".into(),
         ));
     }
-    let locked = path.lock(txn.cancellable(), || txn.message("Waiting for the sysroot lock held by another tool"))?;
+    let locked = path.lock_for(txn)?;
     let sysroot = &locked.sysroot;
     let mut changed = false;
-    let deployments: Vec<ostree::Deployment> = sysroot.deployments();
-    let anchor = sysroot
-        .booted_deployment()
-        .and_then(|b| deployments.iter().position(|d| same_deployment(d, &b)))
-        .unwrap_or(0);
+    let (deployments, anchor) = locked.deployments_and_anchor();
     let slots: Vec<Slot> = deployments.iter().map(|d| Slot { pinned: d.is_pinned() }).collect();
     let keep = plan(&slots, anchor, opts);
     if keep.len() != deployments.len() {

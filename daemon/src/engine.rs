@@ -226,10 +226,6 @@ impl Engine {
         Ok(txn)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Transaction>> {
-        self.txns().get(id).map(|(t, _)| t.clone())
-    }
-
     /// Running, queued and not-yet-started transactions, oldest first.
     pub fn active(&self) -> Vec<TransactionInfo> {
         let mut v: Vec<_> = self
@@ -563,7 +559,7 @@ fn recover(txn: &Transaction, path: &SysrootPath, interrupted: &journal::Record)
         "Transaction '{}' ({}) was interrupted; removing its leftovers",
         interrupted.title, interrupted.client
     ));
-    let locked = path.lock(txn.cancellable(), || txn.message("Waiting for the sysroot lock held by another tool"))?;
+    let locked = path.lock_for(txn)?;
     txn.task("Removing leftovers", || locked.sysroot.cleanup(Some(txn.cancellable())))
         .context("cleaning up after the interrupted transaction")?;
     Ok(true)

@@ -7,7 +7,7 @@
 //! would silently undo the rollback.
 
 use crate::error::{Context, Error, Result};
-use crate::sysroot::{deployment_id, same_deployment};
+use crate::sysroot::deployment_id;
 use crate::txn::Transaction;
 use crate::{ostree, sysroot::SysrootPath};
 
@@ -30,7 +30,7 @@ pub fn plan(osnames: &[String], anchor: usize) -> Result<(Vec<usize>, usize)> {
 
 /// Run a rollback transaction.
 pub fn run(txn: &Transaction, path: &SysrootPath) -> Result<bool> {
-    let locked = path.lock(txn.cancellable(), || txn.message("Waiting for the sysroot lock held by another tool"))?;
+    let locked = path.lock_for(txn)?;
     let sysroot = &locked.sysroot;
     if let Some(staged) = sysroot.staged_deployment() {
         return Err(Error::InvalidState(format!(
@@ -39,12 +39,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath) -> Result<bool> {
             deployment_id(&staged)
         )));
     }
-    let deployments: Vec<ostree::Deployment> = sysroot.deployments();
-    let booted = sysroot.booted_deployment();
-    let anchor = booted
-        .as_ref()
-        .and_then(|b| deployments.iter().position(|d| same_deployment(d, b)))
-        .unwrap_or(0);
+    let (deployments, anchor) = locked.deployments_and_anchor();
     let osnames: Vec<String> = deployments.iter().map(|d| d.osname().to_string()).collect();
     let (order, front) = plan(&osnames, anchor)?;
     txn.message(format!("Moving '{}' to be first deployment", deployment_id(&deployments[front])));

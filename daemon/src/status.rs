@@ -24,16 +24,6 @@ pub struct Snapshot {
     pub deployments: Vec<Deployment>,
 }
 
-impl Snapshot {
-    /// Index of the deployment standing in for "booted": the booted one, or the default
-    /// (first) one on an unbooted sysroot.
-    pub fn anchor_index(&self) -> Option<usize> {
-        if self.deployments.is_empty() {
-            return None;
-        }
-        Some(self.deployments.iter().position(|d| d.booted).unwrap_or(0))
-    }
-}
 
 /// Load the sysroot and describe it.
 pub fn read(path: &SysrootPath) -> Result<Snapshot> {

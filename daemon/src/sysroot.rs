@@ -89,9 +89,31 @@ impl SysrootPath {
     }
 }
 
+impl SysrootPath {
+    /// [`SysrootPath::lock`] for a transaction: cancellable through it, and telling its client
+    /// when another tool holds the lock.
+    pub fn lock_for(&self, txn: &crate::txn::Transaction) -> Result<LockedSysroot> {
+        self.lock(txn.cancellable(), || txn.message("Waiting for the sysroot lock held by another tool"))
+    }
+}
+
 /// A loaded sysroot whose ostree lock we hold.
 pub struct LockedSysroot {
     pub sysroot: ostree::Sysroot,
+}
+
+impl LockedSysroot {
+    /// The deployments in boot order and the index of the booted one (the default one, index 0,
+    /// on an unbooted sysroot, where it stands in for the booted one).
+    pub fn deployments_and_anchor(&self) -> (Vec<ostree::Deployment>, usize) {
+        let deployments = self.sysroot.deployments();
+        let anchor = self
+            .sysroot
+            .booted_deployment()
+            .and_then(|b| deployments.iter().position(|d| same_deployment(d, &b)))
+            .unwrap_or(0);
+        (deployments, anchor)
+    }
 }
 
 impl Drop for LockedSysroot {

@@ -45,7 +45,6 @@ struct Boot {
     /// Dropping this ends the namespace.
     init_stdin: Option<ChildStdin>,
     rundir: PathBuf,
-    deployment: PathBuf,
 }
 
 /// A running layerd: inside the host (the child is `nsenter`, layerd its child) or offline
@@ -172,13 +171,8 @@ impl VirtualHost {
             .with_context(|| format!("bwrap info {info_text:?}"))?;
         let init_pid = v["child-pid"].as_i64().ok_or_else(|| anyhow!("no child-pid in {info_text}"))? as i32;
         let init_stdin = bwrap.stdin.take();
-        self.boot = Some(Boot { bwrap, init_pid, init_stdin, rundir, deployment });
+        self.boot = Some(Boot { bwrap, init_pid, init_stdin, rundir });
         Ok(())
-    }
-
-    /// The deployment directory booted now.
-    pub fn booted_deployment(&self) -> Option<&Path> {
-        self.boot.as_ref().map(|b| b.deployment.as_path())
     }
 
     /// The host-side path of the booted host's `/run`.
