@@ -40,6 +40,26 @@ struct ChangeOpts {
     wait: bool,
 }
 
+/// Options of install/uninstall.
+#[derive(Args, Debug, Clone)]
+struct LayerOpts {
+    /// Show what would change; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Installing what is already requested, or removing what is not layered, is not an error.
+    #[arg(long)]
+    idempotent: bool,
+    /// Allow requesting a package the base already provides (it stays inactive).
+    #[arg(long)]
+    allow_inactive: bool,
+    /// Let layered files replace different files of the base or of other packages.
+    #[arg(long)]
+    force_replacefiles: bool,
+    /// Reboot once the new deployment is staged.
+    #[arg(short, long)]
+    reboot: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Show deployments and the running transaction.
@@ -79,6 +99,31 @@ enum Cmd {
         /// Remove cached repository metadata.
         #[arg(short = 'm', long)]
         repomd: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Layer packages onto a new deployment (local RPM files for now).
+    Install {
+        /// RPM files (`./htop-3.2.1-1.el8.x86_64.rpm`).
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[command(flatten)]
+        layer: LayerOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Remove layered packages (by name or NEVRA).
+    Uninstall {
+        /// Names or NEVRAs of layered packages.
+        packages: Vec<String>,
+        /// Remove every layered package.
+        #[arg(long)]
+        all: bool,
+        /// Install these RPM files in the same transaction (with --all: replace the whole set).
+        #[arg(long = "install", value_name = "RPM")]
+        install: Vec<String>,
+        #[command(flatten)]
+        layer: LayerOpts,
         #[command(flatten)]
         change: ChangeOpts,
     },
@@ -138,8 +183,70 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.cleanup(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
+        Cmd::Install { packages, layer, change } => {
+            update(&conn, opts, &packages, &[], false, &layer, &change).await
+        }
+        Cmd::Uninstall { packages, all, install, layer, change } => {
+            if packages.is_empty() && !all {
+                anyhow::bail!("name the packages to uninstall, or pass --all");
+            }
+            update(&conn, opts, &install, &packages, all, &layer, &change).await
+        }
         Cmd::Cancel { id } => cancel(&conn, id).await,
     }
+}
+
+/// Install (local RPM files) and uninstall in one transaction.
+async fn update(
+    conn: &zbus::Connection,
+    mut opts: HashMap<&str, Value<'_>>,
+    install: &[String],
+    uninstall: &[String],
+    all: bool,
+    layer: &LayerOpts,
+    change: &ChangeOpts,
+) -> anyhow::Result<u8> {
+    // Files are opened here and passed as descriptors: the daemon needs no access to the
+    // client's working directory (works from `oc debug` + `chroot /host`).
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    for p in install {
+        let path = std::path::Path::new(p);
+        if !path.exists() && !p.ends_with(".rpm") && !p.contains('/') {
+            anyhow::bail!("{p}: installing packages from repositories is not supported yet; pass an RPM file");
+        }
+        let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+        if f.metadata().map(|m| !m.is_file()).unwrap_or(true) {
+            anyhow::bail!("{p}: not a regular file");
+        }
+        files.push(std::os::fd::OwnedFd::from(f));
+        labels.push(p.clone());
+    }
+    let mut modifiers: HashMap<&str, Value<'_>> = HashMap::new();
+    if !labels.is_empty() {
+        modifiers.insert("install-local-labels", Value::from(labels));
+    }
+    if !uninstall.is_empty() {
+        modifiers.insert("uninstall-packages", Value::from(uninstall.to_vec()));
+    }
+    if all {
+        modifiers.insert("uninstall-all", Value::from(true));
+    }
+    for (k, on) in [
+        ("dry-run", layer.dry_run),
+        ("idempotent", layer.idempotent),
+        ("allow-inactive", layer.allow_inactive),
+        ("force-replacefiles", layer.force_replacefiles),
+        ("reboot", layer.reboot),
+    ] {
+        if on {
+            opts.insert(k, Value::from(true));
+        }
+    }
+    let fds: Vec<zbus::zvariant::Fd<'_>> = files.iter().map(zbus::zvariant::Fd::from).collect();
+    let daemon = connect::daemon(conn).await?;
+    let path = daemon.update_deployment(modifiers, fds, opts).await.map_err(connect::api_error)?;
+    txn::run(conn, path, change.wait, change.unchanged_exit_77).await
 }
 
 /// `layerctl cancel [ID]`: cancel the running transaction, or a given one.

@@ -18,6 +18,8 @@ use zbus::{fdo, Connection, ObjectServer};
 
 use crate::cleanup::CleanupOptions;
 use crate::engine::{Engine, Operation};
+use crate::layering::{LayerOptions, LayerRequest, LocalInput};
+use crate::rpmfile;
 use crate::txn::{Caller, Event, Transaction};
 
 /// Options of `Start`.
@@ -61,6 +63,26 @@ impl Options {
                 Value::Str(s) => Ok(Some(s.to_string())),
                 other => Err(ApiError::InvalidArgument(format!(
                     "option '{key}' of {} must be a string (s), not '{}'",
+                    self.method,
+                    other.value_signature()
+                ))),
+            },
+        }
+    }
+
+    fn strings(&mut self, key: &str) -> Result<Vec<String>, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(Vec::new()),
+            Some(v) => match &*v {
+                Value::Array(a) if a.element_signature() == "s" => Ok(a
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Str(s) => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .collect()),
+                other => Err(ApiError::InvalidArgument(format!(
+                    "option '{key}' of {} must be a string array (as), not '{}'",
                     self.method,
                     other.value_signature()
                 ))),
@@ -166,6 +188,67 @@ impl Layerd1 {
         o.finish()?;
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Cleanup(opts), caller, conn, server).await
+    }
+
+    async fn update_deployment(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        modifiers: HashMap<String, OwnedValue>,
+        local_packages: Vec<zbus::zvariant::OwnedFd>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut m = Options::new("UpdateDeployment (modifiers)", modifiers);
+        let labels = m.strings("install-local-labels")?;
+        let uninstall = m.strings("uninstall-packages")?;
+        let uninstall_all = m.bool("uninstall-all")?;
+        let repo_pkgs = m.strings("install-packages")?;
+        m.finish()?;
+        if !repo_pkgs.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "installing packages from repositories is not supported yet ({}); pass local RPM files",
+                repo_pkgs.join(", ")
+            )));
+        }
+        let mut o = Options::new("UpdateDeployment", options);
+        let opts = LayerOptions {
+            dry_run: o.bool("dry-run")?,
+            idempotent: o.bool("idempotent")?,
+            allow_inactive: o.bool("allow-inactive")?,
+            force_replacefiles: o.bool("force-replacefiles")?,
+            reboot: o.bool("reboot")?,
+        };
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        if !labels.is_empty() && labels.len() != local_packages.len() {
+            return Err(ApiError::InvalidArgument(format!(
+                "install-local-labels has {} names for {} files",
+                labels.len(),
+                local_packages.len()
+            )));
+        }
+        // Read and check every RPM now, so a bad file fails the call itself.
+        let files: Vec<(String, std::os::fd::OwnedFd)> = local_packages
+            .into_iter()
+            .enumerate()
+            .map(|(i, fd)| (labels.get(i).cloned().unwrap_or_else(|| format!("local package #{}", i + 1)), fd.into()))
+            .collect();
+        let install_local = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|(label, fd)| {
+                    let rpm = rpmfile::read(&label, std::fs::File::from(fd), std::env::consts::ARCH)?;
+                    Ok(LocalInput { label, rpm: Arc::new(rpm) })
+                })
+                .collect::<crate::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| ApiError::Failed(format!("reading the packages: {e}")))??;
+        let req = LayerRequest { install_local, uninstall, uninstall_all, opts };
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Layer(req), caller, conn, server).await
     }
 
     async fn reload(&self) -> Result<(), ApiError> {

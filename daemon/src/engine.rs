@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::cleanup::{self, CleanupOptions};
 use crate::error::{Context, Error, Result};
 use crate::journal::{self, Journal};
+use crate::layering::{self, LayerRequest};
 use crate::rollback;
 use crate::status::{self, Snapshot};
 use crate::sysroot::SysrootPath;
@@ -31,6 +32,8 @@ use crate::txn::{Caller, Transaction, TxnState};
 pub enum Operation {
     Rollback { reboot: bool },
     Cleanup(CleanupOptions),
+    /// Install / uninstall layered packages.
+    Layer(LayerRequest),
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
     Recover { interrupted: journal::Record },
 }
@@ -41,12 +44,17 @@ impl Operation {
         match self {
             Operation::Rollback { .. } => "rollback".into(),
             Operation::Cleanup(o) => o.title(),
+            Operation::Layer(r) => r.title(),
             Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
 
     fn wants_reboot(&self) -> bool {
-        matches!(self, Operation::Rollback { reboot: true })
+        match self {
+            Operation::Rollback { reboot } => *reboot,
+            Operation::Layer(r) => r.opts.reboot && !r.opts.dry_run,
+            _ => false,
+        }
     }
 
     /// Check arguments before a transaction is created, so bad input fails the call itself.
@@ -55,6 +63,7 @@ impl Operation {
             Operation::Cleanup(o) if o.is_empty() => Err(Error::InvalidArgument(
                 "cleanup needs at least one of: pending (-p), rollback (-r), base (-b), repomd (-m)".into(),
             )),
+            Operation::Layer(r) => r.validate(),
             _ => Ok(()),
         }
     }
@@ -323,6 +332,7 @@ impl Engine {
             match &op2 {
                 Operation::Rollback { .. } => rollback::run(&t, &path),
                 Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
+                Operation::Layer(r) => layering::run(&t, &path, r),
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })
@@ -560,8 +570,10 @@ fn recover(txn: &Transaction, path: &SysrootPath, interrupted: &journal::Record)
         interrupted.title, interrupted.client
     ));
     let locked = path.lock_for(txn)?;
+    layering::remove_leftovers(path.path());
     txn.task("Removing leftovers", || locked.sysroot.cleanup(Some(txn.cancellable())))
         .context("cleaning up after the interrupted transaction")?;
+    layering::prune_cache(&locked, None);
     Ok(true)
 }
 

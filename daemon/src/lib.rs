@@ -8,10 +8,17 @@
 //! - [`origin`]: the deployment origin file (what was asked for), in rpm-ostree's layout.
 //! - [`status`]: turning the sysroot into the typed status every client reads.
 //! - [`rollback`], [`cleanup`]: the deployment-list operations.
+//! - [`layering`]: install/uninstall of layered packages, built from [`rpmfile`] (checking a
+//!   local RPM), [`pkgcache`] (each RPM imported once as an ostree commit, placed by
+//!   [`pathrules`]), [`assemble`] (grafting package trees onto the base in memory, clashes,
+//!   owners), [`scripts`] (scriptlets in bubblewrap over an overlay), [`rpmdb`] (the new
+//!   deployment's rpmdb via the host's rpm) and [`mtree`] (ostree tree helpers).
 //! - [`txn`]: the transaction model (state, events, cancel, results).
 //! - [`engine`]: the single-writer engine: status cache, transactions, dispatch.
 //! - [`dbus`]: the `org.layerd.Layerd1` D-Bus objects.
 
+pub mod assemble;
+pub mod caps;
 pub mod cleanup;
 pub mod config;
 pub mod dbus;
@@ -19,11 +26,16 @@ pub mod engine;
 pub mod error;
 pub mod gvariant;
 pub mod journal;
+pub mod layering;
+pub mod mtree;
 pub mod origin;
 pub mod pathrules;
+pub mod pkgcache;
 pub mod rollback;
+pub mod rpmdb;
 pub mod rpmfile;
 pub mod safefs;
+pub mod scripts;
 pub mod status;
 pub mod sysroot;
 pub mod txn;

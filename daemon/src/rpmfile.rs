@@ -21,6 +21,9 @@ pub struct LocalRpm {
     pub arch: String,
     /// Hex sha256 of the whole file.
     pub sha256: String,
+    /// The lead, signature header and header bytes (the file without its payload): enough for
+    /// rpm to record the package in an rpmdb, kept in the package cache.
+    pub head: Vec<u8>,
     pub package: rpm::Package,
 }
 
@@ -75,7 +78,9 @@ pub fn read(label: &str, mut input: impl Read, host_arch: &str) -> Result<LocalR
     if !compatible_arches(host_arch).contains(&arch.as_str()) {
         return Err(bad(format!("is built for {arch}, this host runs {}", compatible_arches(host_arch).join(", "))));
     }
-    Ok(LocalRpm { name, epoch, version, release, arch, sha256, package })
+    let head_len = bytes.len().saturating_sub(package.payload.len());
+    let head = bytes[..head_len].to_vec();
+    Ok(LocalRpm { name, epoch, version, release, arch, sha256, head, package })
 }
 
 #[cfg(test)]

@@ -90,6 +90,22 @@ impl Tree {
         Ok(())
     }
 
+    /// Read a regular file beneath the root, never following a symlink on the way or at the end.
+    pub fn read_file(&self, rel: &str) -> Result<Vec<u8>> {
+        let fd = rfs::openat2(
+            self.root.as_fd(),
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE | ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| err(rel, "reading", e))?;
+        let mut f = std::fs::File::from(fd);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut out).map_err(|e| Error::Failed(format!("reading {rel:?}: {e}")))?;
+        Ok(out)
+    }
+
     /// Create a symlink (its target is stored, not followed).
     pub fn symlink(&self, rel: &str, target: &str) -> Result<()> {
         let (parent, name) = split(rel);

@@ -21,6 +21,13 @@ pub trait Layerd1 {
     fn rollback(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction removing pending/rollback deployments and pruning the repo.
     fn cleanup(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction changing the layered packages (`local_packages`: open RPM files).
+    fn update_deployment(
+        &self,
+        modifiers: Options<'_>,
+        local_packages: Vec<zbus::zvariant::Fd<'_>>,
+        options: Options<'_>,
+    ) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).
     fn reload(&self) -> Result<(), Error>;
     /// Count the caller as a watcher (layerd does not exit idle while it is registered).

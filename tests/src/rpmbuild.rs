@@ -24,6 +24,14 @@ impl Entry {
     }
 }
 
+/// When a scriptlet runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    Pre,
+    Post,
+    PostTrans,
+}
+
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct RpmSpec {
@@ -34,6 +42,12 @@ pub struct RpmSpec {
     pub entries: Vec<Entry>,
     pub provides: Vec<String>,
     pub requires: Vec<String>,
+    /// Scriptlets: when, body, interpreter (default `/bin/sh`; `<lua>` for Lua).
+    pub scripts: Vec<(Script, String, Option<Vec<String>>)>,
+    /// `(path, user, group)` of entries not owned by root.
+    pub owners: Vec<(String, String, String)>,
+    /// `(path, caps text)` file capabilities.
+    pub caps: Vec<(String, String)>,
 }
 
 impl RpmSpec {
@@ -46,7 +60,34 @@ impl RpmSpec {
             entries: Vec::new(),
             provides: Vec::new(),
             requires: Vec::new(),
+            scripts: Vec::new(),
+            owners: Vec::new(),
+            caps: Vec::new(),
         }
+    }
+    pub fn release(mut self, r: &str) -> Self {
+        self.release = r.into();
+        self
+    }
+    pub fn arch(mut self, a: &str) -> Self {
+        self.arch = a.into();
+        self
+    }
+    pub fn script(mut self, when: Script, body: &str) -> Self {
+        self.scripts.push((when, body.into(), None));
+        self
+    }
+    pub fn script_with(mut self, when: Script, body: &str, prog: &[&str]) -> Self {
+        self.scripts.push((when, body.into(), Some(prog.iter().map(|s| s.to_string()).collect())));
+        self
+    }
+    pub fn owner(mut self, path: &str, user: &str, group: &str) -> Self {
+        self.owners.push((path.into(), user.into(), group.into()));
+        self
+    }
+    pub fn caps(mut self, path: &str, caps: &str) -> Self {
+        self.caps.push((path.into(), caps.into()));
+        self
     }
     pub fn entry(mut self, e: Entry) -> Self {
         self.entries.push(e);
@@ -73,24 +114,45 @@ impl RpmSpec {
         );
         b.release(self.release.clone())
             .using_config(rpm::BuildConfig::default().compression(rpm::CompressionType::Gzip));
+        let owned = |path: &str, o: rpm::FileOptionsBuilder| -> Result<rpm::FileOptionsBuilder> {
+            let mut o = o;
+            if let Some((_, u, g)) = self.owners.iter().find(|(p, _, _)| p == path) {
+                o = o.user(u.as_str()).group(g.as_str());
+            }
+            if let Some((_, c)) = self.caps.iter().find(|(p, _)| p == path) {
+                o = o.caps(c.as_str())?;
+            }
+            Ok(o)
+        };
         for e in &self.entries {
             match e {
                 Entry::File { path, content, mode } => {
                     b.with_file_contents(
                         content.clone(),
-                        rpm::FileOptions::new(path.as_str()).permissions(*mode as u16),
+                        owned(path, rpm::FileOptions::new(path.as_str()).permissions(*mode as u16))?,
                     )?;
                 }
                 Entry::Symlink { path, target } => {
                     b.with_symlink(rpm::FileOptions::symlink(path.as_str(), target.as_str()))?;
                 }
                 Entry::Dir { path, mode } => {
-                    b.with_dir_entry(rpm::FileOptions::dir(path.as_str()).permissions(*mode as u16))?;
+                    b.with_dir_entry(owned(path, rpm::FileOptions::dir(path.as_str()).permissions(*mode as u16))?)?;
                 }
             }
         }
         for p in &self.provides {
             b.provides(rpm::Dependency::any(p.as_str()));
+        }
+        for (when, body, prog) in &self.scripts {
+            let mut sc = rpm::Scriptlet::new(body.as_str());
+            if let Some(p) = prog {
+                sc = sc.prog(p.clone());
+            }
+            match when {
+                Script::Pre => b.pre_install_script(sc),
+                Script::Post => b.post_install_script(sc),
+                Script::PostTrans => b.post_trans_script(sc),
+            };
         }
         for r in &self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));

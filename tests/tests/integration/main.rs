@@ -4,3 +4,4 @@
 mod common;
 mod skeleton;
 mod transactions;
+mod layering;

@@ -1,0 +1,546 @@
+//! Package layering: `install ./x.rpm`, `uninstall`, and rebuilding a layered deployment.
+//!
+//! A request changes the set of requested packages of the *origin source* (the pending
+//! deployment if there is one, else the booted one), so `install a` then `install b` before a
+//! reboot gives a deployment with both. The new deployment is always built from the source's
+//! *base* commit plus every active package (carry-over needs nothing but the package cache),
+//! in one ostree repository transaction: importing packages, grafting them on, running
+//! scriptlets, writing the rpmdb and committing. Any failure or a cancel aborts that
+//! transaction, so the repository and the deployments stay exactly as they were.
+//!
+//! An unchanged request is answered "No change" without building: the new origin's entries
+//! are compared with the source's, and the commit metadata records a digest of every input
+//! (base commit, packages, options, layerd's build format) for the same check on rebuilds.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use glib::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Context, Error, Result};
+use crate::origin::Origin;
+use crate::pkgcache::{self, CachedPkg};
+use crate::rpmfile::LocalRpm;
+use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
+use crate::txn::Transaction;
+use crate::{assemble, gio, glib, mtree, ostree, rpmdb, scripts};
+
+/// Bump when the way trees are built changes, so an identical request rebuilds.
+const BUILD_FORMAT: u32 = 1;
+
+/// Options of a layering request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Show what would change; change nothing.
+    pub dry_run: bool,
+    /// Installing what is already requested, or removing what is not, is not an error.
+    pub idempotent: bool,
+    /// Record a request for a package the base already has (it stays inactive).
+    pub allow_inactive: bool,
+    /// Let layered files replace different files of the base or other packages.
+    pub force_replacefiles: bool,
+    pub reboot: bool,
+}
+
+/// A local RPM the client handed over (read and checked when the request came in).
+#[derive(Clone, Debug)]
+pub struct LocalInput {
+    /// The name the client gave (the file name), for messages.
+    pub label: String,
+    pub rpm: Arc<LocalRpm>,
+}
+
+impl PartialEq for LocalInput {
+    fn eq(&self, other: &Self) -> bool {
+        self.rpm.sha256 == other.rpm.sha256
+    }
+}
+impl Eq for LocalInput {}
+
+/// What to change in the set of layered packages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerRequest {
+    pub install_local: Vec<LocalInput>,
+    /// Names or NEVRAs of layered packages to drop.
+    pub uninstall: Vec<String>,
+    /// Drop every layered package (before installing `install_local`).
+    pub uninstall_all: bool,
+    pub opts: LayerOptions,
+}
+
+impl LayerRequest {
+    pub fn title(&self) -> String {
+        let mut parts = Vec::new();
+        if self.uninstall_all {
+            parts.push("uninstall --all".to_string());
+        }
+        if !self.uninstall.is_empty() {
+            parts.push(format!("uninstall {}", self.uninstall.join(" ")));
+        }
+        if !self.install_local.is_empty() {
+            let n: Vec<String> = self.install_local.iter().map(|i| i.rpm.nevra()).collect();
+            parts.push(format!("install {}", n.join(" ")));
+        }
+        if self.opts.dry_run {
+            parts.push("(dry run)".into());
+        }
+        parts.join(", ")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.install_local.is_empty() && self.uninstall.is_empty() && !self.uninstall_all {
+            return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
+        }
+        let mut seen = HashSet::new();
+        for i in &self.install_local {
+            if !seen.insert(i.rpm.name.clone()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: package {} is given twice in this request",
+                    i.label, i.rpm.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `name` of a `name-[epoch:]version-release.arch` string.
+fn name_of_nevra(nevra: &str) -> &str {
+    let mut it = nevra.rsplitn(3, '-');
+    let _release_arch = it.next();
+    let _version = it.next();
+    it.next().unwrap_or(nevra)
+}
+
+/// The NEVRA of a `<sha256>:<nevra>` origin entry.
+fn entry_nevra(entry: &str) -> &str {
+    entry.split_once(':').map_or(entry, |(_, n)| n)
+}
+
+/// The deployment whose origin a request changes: the first of the stateroot (the pending one
+/// when there is one, else the booted or default one).
+fn origin_source(locked: &LockedSysroot) -> Result<(ostree::Deployment, ostree::Deployment)> {
+    let (deployments, anchor) = locked.deployments_and_anchor();
+    let anchor_d = deployments.get(anchor).ok_or_else(|| Error::InvalidState("no deployments".into()))?;
+    let osname = anchor_d.osname();
+    let source = deployments
+        .iter()
+        .find(|d| d.osname() == osname)
+        .map(Clone::clone)
+        .unwrap_or_else(|| Clone::clone(anchor_d));
+    Ok((source, Clone::clone(anchor_d)))
+}
+
+/// The base commit of a deployment: its parent when layered, else itself.
+fn base_commit(repo: &ostree::Repo, d: &ostree::Deployment, origin: &Origin) -> Result<String> {
+    let csum = d.csum().to_string();
+    if !origin.is_layered() {
+        return Ok(csum);
+    }
+    let (commit, _) = repo.load_commit(&csum).with_context(|| format!("loading commit {csum}"))?;
+    ostree::commit_get_parent(&commit)
+        .map(|p| p.to_string())
+        .ok_or_else(|| Error::InvalidState(format!("deployment {} is layered but its commit has no parent (base)", deployment_id(d))))
+}
+
+fn commit_meta_str(repo: &ostree::Repo, csum: &str, key: &str) -> Option<String> {
+    let (c, _) = repo.load_commit(csum).ok()?;
+    glib::VariantDict::new(Some(&c.child_value(0))).lookup::<String>(key).ok().flatten()
+}
+
+/// Digest of everything a layered tree is built from.
+fn input_digest(base: &str, active: &[String], force: bool) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("layerd-build-{BUILD_FORMAT}\0{base}\0force={force}\0"));
+    let sorted: BTreeSet<&String> = active.iter().collect();
+    for e in sorted {
+        h.update(e.as_bytes());
+        h.update([0]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// A scratch directory on the repository's filesystem, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(sysroot: &Path, id: &str) -> Result<Self> {
+        let p = sysroot.join("ostree/repo/tmp").join(format!("layerd-{id}"));
+        if p.exists() {
+            remove_tree(&p);
+        }
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+fn remove_tree(p: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("removing {}: {e}", p.display());
+        }
+    }
+}
+
+/// Remove scratch directories an interrupted transaction left behind.
+pub fn remove_leftovers(sysroot: &Path) {
+    let tmp = sysroot.join("ostree/repo/tmp");
+    if let Ok(rd) = std::fs::read_dir(&tmp) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("layerd-") {
+                remove_tree(&e.path());
+            }
+        }
+    }
+}
+
+/// Run a layering transaction. Returns whether anything changed.
+pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<bool> {
+    let locked = path.lock_for(txn)?;
+    let sysroot = &locked.sysroot;
+    let repo = sysroot.repo();
+    let (source, _anchor) = origin_source(&locked)?;
+    let osname = source.osname().to_string();
+    let origin_kf = source
+        .origin()
+        .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
+    let origin = Origin::from_keyfile(&origin_kf);
+    if !origin.requested_packages.is_empty() {
+        return Err(Error::InvalidState(
+            "this deployment requests repository packages, which this layerd version cannot rebuild yet".into(),
+        ));
+    }
+    let base = base_commit(&repo, &source, &origin)?;
+    let scratch = Scratch::new(path.path(), &txn.id)?;
+
+    // The base's packages (for "already provided by the base" and the rpmdb).
+    let base_tree = ostree::MutableTree::from_commit(&repo, &base).with_context(|| format!("opening base commit {base}"))?;
+    let db = rpmdb::checkout(&repo, &base_tree, &base, &scratch.0, txn.cancellable())?;
+    let base_pkgs = db.packages()?;
+    let in_base = |name: &str| base_pkgs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+
+    // The new set of requested local packages.
+    let mut entries: Vec<String> = origin.requested_local.clone();
+    let mut removed: Vec<String> = Vec::new();
+    if req.uninstall_all {
+        removed.append(&mut entries);
+    }
+    for u in &req.uninstall {
+        match entries.iter().position(|e| entry_nevra(e) == u || name_of_nevra(entry_nevra(e)) == u) {
+            Some(i) => removed.push(entries.remove(i)),
+            None if req.opts.idempotent || (req.uninstall_all && removed.iter().any(|e| entry_nevra(e) == u || name_of_nevra(entry_nevra(e)) == u)) => {}
+            None => {
+                let layered: Vec<&str> = origin.requested_local.iter().map(|e| entry_nevra(e)).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "{u} is not a layered package{}",
+                    if layered.is_empty() { " (nothing is layered)".to_string() } else { format!(" (layered: {})", layered.join(", ")) }
+                )));
+            }
+        }
+    }
+    let mut added: Vec<String> = Vec::new();
+    let mut inactive: Vec<String> = Vec::new();
+    for i in &req.install_local {
+        let nevra = i.rpm.nevra();
+        let entry = format!("{}:{nevra}", i.rpm.sha256);
+        if entries.contains(&entry) {
+            if req.opts.idempotent {
+                continue;
+            }
+            return Err(Error::InvalidArgument(format!("{}: {nevra} is already requested", i.label)));
+        }
+        if let Some(pos) = entries.iter().position(|e| name_of_nevra(entry_nevra(e)) == i.rpm.name) {
+            txn.message(format!("Replacing {} with {nevra}", entry_nevra(&entries[pos])));
+            removed.push(entries.remove(pos));
+        }
+        if let Some(v) = in_base(&i.rpm.name) {
+            if !req.opts.allow_inactive {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: package {} is already provided by the base ({v}); pass --allow-inactive to request it anyway",
+                    i.label, i.rpm.name
+                )));
+            }
+            inactive.push(nevra.clone());
+        }
+        added.push(nevra);
+        entries.push(entry);
+    }
+    // removing and re-adding the same thing is no change
+    removed.retain(|r| !entries.contains(r));
+
+    let active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
+    let digest = input_digest(&base, &active, req.opts.force_replacefiles);
+    let same_set = {
+        let a: BTreeSet<&String> = entries.iter().collect();
+        let b: BTreeSet<&String> = origin.requested_local.iter().collect();
+        a == b
+    };
+    let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
+    let unchanged = same_set
+        && if entries.is_empty() {
+            !origin.is_layered()
+        } else {
+            // a deployment another tool built from the same request counts as built
+            source_digest.as_deref().is_none_or(|d| d == digest)
+        };
+    if unchanged {
+        txn.message("No change.");
+        return Ok(false);
+    }
+
+    for r in &removed {
+        txn.message(format!("Removing: {}", entry_nevra(r)));
+    }
+    for a in &added {
+        txn.message(format!("Adding: {a}"));
+    }
+    for n in &inactive {
+        txn.message(format!("Inactive (provided by the base): {n}"));
+    }
+    if req.opts.dry_run {
+        txn.message("Dry run: nothing changed");
+        return Ok(false);
+    }
+    txn.check_cancelled()?;
+
+    // Build.
+    let commit = if entries.is_empty() {
+        base.clone()
+    } else {
+        let inputs: Vec<&LocalInput> = req.install_local.iter().collect();
+        repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
+        let built = build(txn, &repo, &base, &base_tree, db, &active, &inputs, &digest, &req.opts, &scratch.0);
+        match built {
+            Ok(c) => match repo.commit_transaction(Some(txn.cancellable())) {
+                Ok(_) => c,
+                Err(e) => {
+                    let _ = repo.abort_transaction(gio::Cancellable::NONE);
+                    return Err(e).context("committing the repository transaction");
+                }
+            },
+            Err(e) => {
+                if let Err(a) = repo.abort_transaction(gio::Cancellable::NONE) {
+                    log::warn!("aborting the repository transaction: {a}");
+                }
+                return Err(e);
+            }
+        }
+    };
+    txn.check_cancelled().inspect_err(|_| prune_cache(&locked, None))?;
+
+    // The new origin: the source's, with the new package set.
+    let new_origin = glib::KeyFile::new();
+    new_origin
+        .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
+        .context("copying the origin")?;
+    let refspec = origin.base_refspec().map(str::to_string);
+    if entries.is_empty() {
+        let _ = new_origin.remove_key("origin", "baserefspec");
+        if let Some(r) = &refspec {
+            if origin.container_image_reference.is_none() {
+                new_origin.set_string("origin", "refspec", r);
+            }
+        }
+        let _ = new_origin.remove_key("packages", "requested-local");
+        if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
+            let _ = new_origin.remove_group("packages");
+        }
+    } else {
+        if let Some(r) = &refspec {
+            if origin.container_image_reference.is_none() {
+                let _ = new_origin.remove_key("origin", "refspec");
+                new_origin.set_string("origin", "baserefspec", r);
+            }
+        }
+        new_origin.set_value("packages", "requested-local", &keyfile_list(&entries));
+    }
+
+    let res = stage(txn, &locked, &source, &osname, &commit, &new_origin);
+    prune_cache(&locked, Some(&entries));
+    res?;
+    Ok(true)
+}
+
+/// Build the layered commit (inside an open repository transaction).
+#[allow(clippy::too_many_arguments)]
+fn build(
+    txn: &Transaction,
+    repo: &ostree::Repo,
+    base: &str,
+    tree: &ostree::MutableTree,
+    db: rpmdb::Rpmdb,
+    active: &[String],
+    inputs: &[&LocalInput],
+    digest: &str,
+    opts: &LayerOptions,
+    scratch: &Path,
+) -> Result<String> {
+    let mut pkgs: Vec<CachedPkg> = Vec::new();
+    txn.task("Importing packages", || -> Result<()> {
+        for e in active {
+            txn.check_cancelled()?;
+            let sha = e.split_once(':').map_or("", |(s, _)| s);
+            let p = match inputs.iter().find(|i| i.rpm.sha256 == sha) {
+                Some(i) => {
+                    let (p, imported) = pkgcache::ensure(repo, &i.rpm, txn.cancellable())?;
+                    if imported {
+                        txn.message(format!("Imported {}", p.nevra));
+                    }
+                    p
+                }
+                None => pkgcache::find_entry(repo, e)?.ok_or_else(|| {
+                    Error::InvalidState(format!(
+                        "{} is requested but no longer in the package cache; install it again from its file",
+                        entry_nevra(e)
+                    ))
+                })?,
+            };
+            pkgs.push(p);
+        }
+        Ok(())
+    })?;
+    txn.check_cancelled()?;
+    txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, opts.force_replacefiles))?;
+    let scripts = scripts::collect(&pkgs, tree)?;
+    if !scripts.is_empty() {
+        let meta = mtree::vardict(&[("layerd.scratch", true.to_variant())]);
+        let tmp = mtree::commit(repo, tree, Some(base), "layerd scriptlet scratch tree", &meta, txn.cancellable())?;
+        scripts::run(txn, repo, tree, &tmp, &scripts, &scratch.join("scripts"))?;
+    }
+    txn.check_cancelled()?;
+    assemble::apply_owners(repo, tree, &pkgs, txn.cancellable())?;
+    txn.task("Writing the rpmdb", || -> Result<()> {
+        db.add(&pkgs, scratch)?;
+        db.store(repo, tree, txn.cancellable())
+    })?;
+    txn.check_cancelled()?;
+    let (base_c, _) = repo.load_commit(base).with_context(|| format!("loading base commit {base}"))?;
+    let base_meta = glib::VariantDict::new(Some(&base_c.child_value(0)));
+    let mut meta: Vec<(&str, glib::Variant)> = vec![
+        ("layerd.base-commit", base.to_variant()),
+        ("layerd.packages", pkgs.iter().map(|p| p.nevra.clone()).collect::<Vec<_>>().to_variant()),
+        ("layerd.requested-local", active.to_vec().to_variant()),
+        ("layerd.inputs", digest.to_variant()),
+        ("layerd.version", crate::VERSION.to_variant()),
+        ("rpmostree.clientlayer", true.to_variant()),
+    ];
+    if let Ok(Some(v)) = base_meta.lookup::<String>("version") {
+        meta.push(("version", v.to_variant()));
+    }
+    let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
+    txn.task("Writing the commit", || {
+        mtree::commit(repo, tree, Some(base), &format!("layerd: {}", names.join(", ")), &mtree::vardict(&meta), txn.cancellable())
+    })
+}
+
+/// Stage (booted) or write (offline sysroot) the new deployment, keeping the source's kernel
+/// arguments and merging `/etc` from the merge deployment.
+fn stage(
+    txn: &Transaction,
+    locked: &LockedSysroot,
+    source: &ostree::Deployment,
+    osname: &str,
+    commit: &str,
+    origin: &glib::KeyFile,
+) -> Result<()> {
+    let sysroot = &locked.sysroot;
+    let kargs: Vec<String> = source
+        .bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let kargs_ref: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_ref), ..Default::default() };
+    let merge = sysroot.merge_deployment(Some(osname));
+    if sysroot.is_booted() {
+        txn.task("Staging the deployment", || {
+            sysroot
+                .stage_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), &opts, Some(txn.cancellable()))
+                .context("staging the new deployment")
+        })?;
+        txn.message("Run \"systemctl reboot\" to start a reboot");
+    } else {
+        let new = txn.task("Writing the deployment", || {
+            sysroot
+                .deploy_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), Some(&opts), Some(txn.cancellable()))
+                .context("writing the new deployment")
+        })?;
+        sysroot
+            .simple_write_deployment(
+                Some(osname),
+                &new,
+                merge.as_ref(),
+                ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
+                Some(txn.cancellable()),
+            )
+            .context("adding the new deployment to the boot list")?;
+        txn.message("The new deployment is the default for the next boot");
+    }
+    Ok(())
+}
+
+/// A keyfile string list (`a;b;`), as glib writes it.
+fn keyfile_list(items: &[String]) -> String {
+    items.iter().map(|i| format!("{};", i.replace('\\', "\\\\").replace(';', "\\;"))).collect()
+}
+
+/// Drop package cache refs no deployment's origin (and not `keep`) asks for.
+pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) {
+    let repo = locked.sysroot.repo();
+    let mut used: HashSet<String> = HashSet::new();
+    if let Err(e) = locked.sysroot.load(gio::Cancellable::NONE) {
+        log::warn!("reloading the sysroot to prune the package cache: {e}");
+        return;
+    }
+    for d in locked.sysroot.deployments() {
+        if let Some(kf) = d.origin() {
+            for e in Origin::from_keyfile(&kf).requested_local {
+                used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+            }
+        }
+    }
+    for e in keep.unwrap_or_default() {
+        used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+    }
+    let Ok(refs) = pkgcache::list(&repo) else { return };
+    for (r, commit) in refs {
+        let Ok(p) = pkgcache::load(&repo, &commit) else { continue };
+        if !used.contains(&p.sha256) {
+            log::info!("package cache: dropping {r} ({}), no deployment uses it", p.nevra);
+            if let Err(e) = repo.set_ref_immediate(None, &r, None, gio::Cancellable::NONE) {
+                log::warn!("dropping {r}: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nevra_names() {
+        assert_eq!(name_of_nevra("htop-3.2.1-1.el8.x86_64"), "htop");
+        assert_eq!(name_of_nevra("python3-libs-3.9.18-1.el9.x86_64"), "python3-libs");
+        assert_eq!(name_of_nevra("foo-1:2.0-1.noarch"), "foo");
+        assert_eq!(entry_nevra("abc:foo-1-1.x86_64"), "foo-1-1.x86_64");
+    }
+
+    #[test]
+    fn digest_ignores_order_and_sees_everything_else() {
+        let a = vec!["s1:a-1-1.x86_64".to_string(), "s2:b-1-1.x86_64".to_string()];
+        let b = vec![a[1].clone(), a[0].clone()];
+        assert_eq!(input_digest("base", &a, false), input_digest("base", &b, false));
+        assert_ne!(input_digest("base", &a, false), input_digest("base2", &a, false));
+        assert_ne!(input_digest("base", &a, false), input_digest("base", &a, true));
+        assert_ne!(input_digest("base", &a, false), input_digest("base", &a[..1], false));
+    }
+}

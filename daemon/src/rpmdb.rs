@@ -1,0 +1,128 @@
+//! The new deployment's rpmdb: the base's database plus the layered packages, written by the
+//! host's `rpm` so the format is exactly what `rpm -qa` on the node reads.
+//!
+//! Only the database directory is checked out (copied, never hardlinked: sqlite writes in
+//! place and must not touch repository objects); the layered packages are recorded with
+//! `--justdb` from their cached headers (an RPM file without its payload), and the directory
+//! replaces the base's in the new tree. The base's own rpmdb object is never modified.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Context, Error, Result};
+use crate::mtree::{self, Entry};
+use crate::pkgcache::CachedPkg;
+use crate::{gio, ostree};
+
+/// Where an ostree base keeps its rpmdb (CoreOS: `usr/share/rpm`, with `usr/lib/sysimage/rpm`
+/// a link to it), in order of preference.
+const LOCATIONS: &[&str] = &["usr/share/rpm", "usr/lib/sysimage/rpm"];
+
+/// A scratch copy of a base's rpmdb.
+pub struct Rpmdb {
+    /// Root passed to `rpm --root`.
+    root: PathBuf,
+    /// Tree path of the database directory (`usr/share/rpm`).
+    pub rel: String,
+}
+
+/// Check out the base's rpmdb into `scratch`.
+pub fn checkout(repo: &ostree::Repo, base: &ostree::MutableTree, base_commit: &str, scratch: &Path, cancellable: &gio::Cancellable) -> Result<Rpmdb> {
+    let mut rel = None;
+    for l in LOCATIONS {
+        if let Entry::Dir(_) = mtree::lookup(base, l)? {
+            rel = Some(l.to_string());
+            break;
+        }
+    }
+    let rel = rel.ok_or_else(|| {
+        Error::InvalidState(format!("the base commit {base_commit} has no rpmdb (looked in {})", LOCATIONS.join(", ")))
+    })?;
+    let root = scratch.join("rpmdb-root");
+    let dest = root.join(&rel);
+    std::fs::create_dir_all(dest.parent().unwrap_or(&root)).with_context(|| format!("creating {}", root.display()))?;
+    let opts = ostree::RepoCheckoutAtOptions {
+        mode: ostree::RepoCheckoutMode::User,
+        force_copy: true,
+        subpath: Some(PathBuf::from(format!("/{rel}"))),
+        ..Default::default()
+    };
+    repo.checkout_at(Some(&opts), libc::AT_FDCWD, &dest, base_commit, Some(cancellable))
+        .context("checking out the base rpmdb")?;
+    Ok(Rpmdb { root, rel })
+}
+
+impl Rpmdb {
+    fn rpm(&self) -> Command {
+        let mut c = Command::new("rpm");
+        c.arg("--root").arg(&self.root).arg("--dbpath").arg(format!("/{}", self.rel));
+        c
+    }
+
+    /// `(name, nevra)` of every package in the database.
+    pub fn packages(&self) -> Result<Vec<(String, String)>> {
+        let out = self
+            .rpm()
+            .args(["-qa", "--qf", "%{NAME}\t%{NEVRA}\n"])
+            .output()
+            .context("running rpm -qa on the base rpmdb")?;
+        if !out.status.success() {
+            return Err(Error::Failed(format!(
+                "reading the base rpmdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect())
+    }
+
+    /// Record `pkgs` in the database (no files, no scripts: those are layerd's job).
+    pub fn add(&self, pkgs: &[CachedPkg], scratch: &Path) -> Result<()> {
+        if pkgs.is_empty() {
+            return Ok(());
+        }
+        let dir = scratch.join("headers");
+        std::fs::create_dir_all(&dir).context("creating the header directory")?;
+        let mut files = Vec::new();
+        for (i, p) in pkgs.iter().enumerate() {
+            let f = dir.join(format!("{i}.rpm"));
+            std::fs::write(&f, &p.header).with_context(|| format!("writing the header of {}", p.nevra))?;
+            files.push(f);
+        }
+        // The files carry no payload: skip digest checks (each RPM was verified when imported).
+        let out = self
+            .rpm()
+            .args(["-i", "--justdb", "--nodeps", "--noscripts", "--notriggers", "--ignorearch", "--ignoreos", "--ignoresize"])
+            .args(["--nodigest", "--nosignature", "--replacefiles", "--replacepkgs"])
+            .args(&files)
+            .output()
+            .context("running rpm --justdb")?;
+        if !out.status.success() {
+            return Err(Error::Failed(format!(
+                "recording the layered packages in the rpmdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replace the database directory in `tree` with this copy.
+    pub fn store(&self, repo: &ostree::Repo, tree: &ostree::MutableTree, cancellable: &gio::Cancellable) -> Result<()> {
+        let parts = mtree::components(&self.rel);
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(Error::Failed("empty rpmdb path".into()));
+        };
+        let Entry::Dir(parent) = mtree::lookup(tree, &dirs.join("/"))? else {
+            return Err(Error::Failed(format!("{} is not a directory in the new tree", dirs.join("/"))));
+        };
+        parent.remove(name, true).context("replacing the rpmdb directory")?;
+        let sub = parent.ensure_dir(name).context("replacing the rpmdb directory")?;
+        let dir = gio::File::for_path(self.root.join(&self.rel));
+        repo.write_directory_to_mtree(&dir, &sub, None, Some(cancellable))
+            .context("storing the new rpmdb")?;
+        Ok(())
+    }
+}
