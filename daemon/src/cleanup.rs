@@ -94,6 +94,13 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
     } else if opts.pending || opts.rollback {
         txn.message("No deployments to remove");
     }
+    if opts.pending || opts.rollback || opts.base {
+        let dropped = crate::layering::prune_cache(&locked, None);
+        if dropped > 0 {
+            txn.message(format!("Dropped {dropped} package{} no deployment uses from the package cache", if dropped == 1 { "" } else { "s" }));
+            changed = true;
+        }
+    }
     if opts.base {
         txn.check_cancelled()?;
         txn.message("Removing temporary data and pruning unreferenced objects");

@@ -334,7 +334,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
             }
         }
     };
-    txn.check_cancelled().inspect_err(|_| prune_cache(&locked, None))?;
+    txn.check_cancelled().inspect_err(|_| {
+        prune_cache(&locked, None);
+    })?;
 
     // The new origin: the source's, with the new package set.
     let new_origin = glib::KeyFile::new();
@@ -492,13 +494,14 @@ fn keyfile_list(items: &[String]) -> String {
     items.iter().map(|i| format!("{};", i.replace('\\', "\\\\").replace(';', "\\;"))).collect()
 }
 
-/// Drop package cache refs no deployment's origin (and not `keep`) asks for.
-pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) {
+/// Drop package cache refs no deployment's origin (and not `keep`) asks for; returns how many.
+/// Their objects go with the next repository prune (`cleanup -b`, or libostree's own).
+pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) -> usize {
     let repo = locked.sysroot.repo();
     let mut used: HashSet<String> = HashSet::new();
     if let Err(e) = locked.sysroot.load(gio::Cancellable::NONE) {
         log::warn!("reloading the sysroot to prune the package cache: {e}");
-        return;
+        return 0;
     }
     for d in locked.sysroot.deployments() {
         if let Some(kf) = d.origin() {
@@ -510,16 +513,19 @@ pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) {
     for e in keep.unwrap_or_default() {
         used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
     }
-    let Ok(refs) = pkgcache::list(&repo) else { return };
+    let Ok(refs) = pkgcache::list(&repo) else { return 0 };
+    let mut dropped = 0;
     for (r, commit) in refs {
         let Ok(p) = pkgcache::load(&repo, &commit) else { continue };
         if !used.contains(&p.sha256) {
             log::info!("package cache: dropping {r} ({}), no deployment uses it", p.nevra);
-            if let Err(e) = repo.set_ref_immediate(None, &r, None, gio::Cancellable::NONE) {
-                log::warn!("dropping {r}: {e}");
+            match repo.set_ref_immediate(None, &r, None, gio::Cancellable::NONE) {
+                Ok(()) => dropped += 1,
+                Err(e) => log::warn!("dropping {r}: {e}"),
             }
         }
     }
+    dropped
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub fn parent_of<'a>(root: &ostree::MutableTree, path: &'a str, dirmeta: &str) -
         root.clone()
     } else {
         root.ensure_parent_dirs(&parts, dirmeta)
-            .with_context(|| format!("creating the directories of {path:?} (a file is in the way)"))?
+            .with_context(|| format!("placing /{path}: a file or symlink is in the way of its directories"))?
     };
     Ok((parent, name))
 }

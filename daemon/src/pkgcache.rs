@@ -57,12 +57,15 @@ impl CachedPkg {
     }
 }
 
-/// Escape one ref component: keep `[A-Za-z0-9.-]`, write every other byte as `_XX`.
+/// Escape one ref component as rpm-ostree does for its package refs: keep `[A-Za-z0-9.-]`,
+/// write `_` as `__` and every other byte as `_XX` (so `x86_64` is `x86__64`).
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
             out.push(b as char);
+        } else if b == b'_' {
+            out.push_str("__");
         } else {
             out.push_str(&format!("_{b:02X}"));
         }
@@ -151,7 +154,14 @@ pub fn ensure(repo: &ostree::Repo, rpm: &LocalRpm, cancellable: &gio::Cancellabl
     if let Some(p) = find(repo, &r, &rpm.sha256)? {
         return Ok((p, false));
     }
-    let p = import(repo, rpm, cancellable)?;
+    let nevra = rpm.nevra();
+    let p = import(repo, rpm, cancellable).map_err(|e| match e {
+        Error::InvalidArgument(m) if !m.starts_with(&nevra) => Error::InvalidArgument(format!("{nevra}: {m}")),
+        Error::Ostree { context, source } if !context.starts_with(&nevra) => {
+            Error::Ostree { context: format!("{nevra}: {context}"), source }
+        }
+        other => other,
+    })?;
     repo.transaction_set_ref(None, &r, Some(&p.commit));
     Ok((p, true))
 }
@@ -364,7 +374,8 @@ mod tests {
     #[test]
     fn refs_are_valid_and_unambiguous() {
         assert_eq!(escape("libstdc++"), "libstdc_2B_2B");
-        assert_eq!(escape("a_b"), "a_5Fb");
+        assert_eq!(escape("a_b"), "a__b");
+        assert_eq!(escape("x86_64"), "x86__64");
         assert_eq!(escape("1:2.0-1.el9"), "1_3A2.0-1.el9");
         assert_eq!(escape("x~y^z"), "x_7Ey_5Ez");
     }

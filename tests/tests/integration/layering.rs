@@ -112,5 +112,185 @@ fn install_reboot_uninstall() {
     assert!(!rpm_q(&h, &["-q", "htop"]).status.success());
     let e = h.layerctl(&["uninstall", "htop"]).unwrap();
     assert!(stderr(&e).contains("htop is not a layered package"), "{}", stderr(&e));
-    h.layerctl_ok(&["uninstall", "--idempotent", "htop", "--unchanged-exit-77"]).map(|_| ()).unwrap_or(());
+    let same = h.layerctl(&["uninstall", "--idempotent", "--unchanged-exit-77", "htop"]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "{}", stderr(&same));
+}
+
+#[test]
+fn scriptlets_users_owners_caps_and_state_paths() {
+    let mut h = booted_host("scripts");
+    let svc = RpmSpec::new("svc", "1.0")
+        .entry(Entry::dir("/usr/lib/svc", 0o750))
+        .entry(Entry::file("/usr/lib/svc/data", "svc data\n", 0o640))
+        .entry(Entry::file("/usr/bin/pinger", "#!/bin/sh\necho ping\n", 0o755))
+        .owner("/usr/lib/svc", "svc", "svc")
+        .owner("/usr/lib/svc/data", "svc", "svc")
+        .caps("/usr/bin/pinger", "cap_net_raw=ep")
+        // a useradd-style %pre: the user must exist before the files are owned by it
+        .script(Script::Pre, "grep -q '^svc:' /etc/passwd || { echo 'svc:x:991:991:svc:/:/sbin/nologin' >> /etc/passwd; echo 'svc:x:991:' >> /etc/group; }\necho pre-ran $1")
+        .script(Script::Post, "echo post $1 > /usr/lib/svc/post-ran\nmkdir -p /var/lib/svc && echo dropped > /var/lib/svc/x\necho hello from post")
+        .script(Script::PostTrans, "echo configured > /etc/svc.conf");
+    let vendor = RpmSpec::new("vendor-tool", "2.0")
+        .entry(Entry::dir("/opt/vendor", 0o755))
+        .entry(Entry::file("/opt/vendor/bin/tool", "#!/bin/sh\necho tool\n", 0o755))
+        .entry(Entry::dir("/var/lib/vendor", 0o700))
+        .entry(Entry::file("/var/lib/vendor/seed", "seed\n", 0o600));
+    let (a, b) = (rpm(&h, &svc), rpm(&h, &vendor));
+    let out = h.layerctl_ok(&["install", &a, &b]).unwrap();
+    assert!(out.contains("layerd(svc.post): hello from post"), "script output reaches the client: {out}");
+    h.reboot().unwrap();
+
+    assert!(h.exec_ok(&["grep", "^svc:x:991:991:", "/etc/passwd"]).is_ok(), "the %pre user is in the new /etc");
+    assert_eq!(h.exec_ok(&["stat", "-c", "%u:%g %a", "/usr/lib/svc/data"]).unwrap().trim(), "991:991 640");
+    assert_eq!(h.exec_ok(&["stat", "-c", "%u:%g %a", "/usr/lib/svc"]).unwrap().trim(), "991:991 750");
+    assert_eq!(h.exec_ok(&["cat", "/usr/lib/svc/post-ran"]).unwrap(), "post 1\n");
+    assert_eq!(h.exec_ok(&["cat", "/etc/svc.conf"]).unwrap(), "configured\n");
+    assert!(h.exec(&["test", "-e", "/var/lib/svc/x"]).map(|o| !o.status.success()).unwrap(), "script writes to /var are not kept");
+    // file capabilities survive as the security.capability xattr of the deployed commit
+    let s = h.status_json().unwrap();
+    let csum = s["deployments"][0]["checksum"].as_str().unwrap().to_string();
+    let ls = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "ls", "-X", &csum, "/usr/bin/pinger"]).unwrap();
+    assert!(ls.contains("security.capability"), "{ls}");
+
+    // /opt moved under /usr/lib/opt with a link; /var content as tmpfiles.d entries
+    assert_eq!(h.exec_ok(&["cat", "/usr/lib/opt/vendor/bin/tool"]).unwrap(), "#!/bin/sh\necho tool\n");
+    let conf = h.exec_ok(&["cat", "/usr/lib/tmpfiles.d/layerd-vendor-tool.conf"]).unwrap();
+    assert!(conf.contains("L /var/opt/vendor - - - - /usr/lib/opt/vendor"), "{conf}");
+    assert!(conf.contains("d /var/lib/vendor 0700 root root - -"), "{conf}");
+    assert!(conf.contains("C /var/lib/vendor/seed - - - - /usr/share/layerd/state/var/lib/vendor/seed"), "{conf}");
+    assert_eq!(h.exec_ok(&["cat", "/usr/share/layerd/state/var/lib/vendor/seed"]).unwrap(), "seed\n");
+    let q = rpm_q(&h, &["-q", "svc", "vendor-tool"]);
+    assert!(q.status.success(), "{}", stdout(&q));
+}
+
+#[test]
+fn bad_packages_are_refused_and_change_nothing() {
+    let h = booted_host("refuse");
+    let before = sysroot_state(&h);
+
+    // truncated: refused when the call is made, naming the file
+    let good = rpm(&h, &htop("1"));
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = h.dir.join("rpms/truncated.rpm");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let e = h.layerctl(&["install", truncated.to_str().unwrap()]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("truncated.rpm: "), "{}", stderr(&e));
+    let e = h.layerctl(&["install", "/etc/hostname"]).unwrap();
+    assert!(stderr(&e).contains("/etc/hostname: not a valid RPM"), "{}", stderr(&e));
+    let foreign = rpm(&h, &htop("1").arch("aarch64"));
+    let e = h.layerctl(&["install", &foreign]).unwrap();
+    assert!(stderr(&e).contains("is built for aarch64"), "{}", stderr(&e));
+
+    // payload escaping the tree: a '..' path, and a file written through a symlink
+    let dotdot = RpmSpec::new("evil-dotdot", "1").entry(Entry::file("/usr/../../etc/shadow", "pwned\n", 0o644));
+    let e = h.layerctl(&["install", &rpm(&h, &dotdot)]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("evil-dotdot") && stderr(&e).contains(".."), "{}", stderr(&e));
+    let through = RpmSpec::new("evil-link", "1")
+        .entry(Entry::symlink("/usr/lib/evil", "../../../../../../etc"))
+        .entry(Entry::file("/usr/lib/evil/shadow", "pwned\n", 0o644));
+    let e = h.layerctl(&["install", &rpm(&h, &through)]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("evil-link") && stderr(&e).contains("/usr/lib/evil/shadow"), "{}", stderr(&e));
+    let local = RpmSpec::new("local-stuff", "1").entry(Entry::file("/usr/local/bin/x", "x", 0o755));
+    let e = h.layerctl(&["install", &rpm(&h, &local)]).unwrap();
+    assert!(stderr(&e).contains("/usr/local"), "{}", stderr(&e));
+
+    // provided by the base
+    let base_pkg = RpmSpec::new("busybox", "9.9").entry(Entry::file("/usr/share/bb-extra", "x", 0o644));
+    let e = h.layerctl(&["install", &rpm(&h, &base_pkg)]).unwrap();
+    assert!(stderr(&e).contains("package busybox is already provided by the base (busybox-1.35.0-1.x86_64)"), "{}", stderr(&e));
+
+    // a clash with the base, listed; identical files between packages are fine
+    let clash = RpmSpec::new("clash", "1").entry(Entry::file("/usr/lib/os-release", "NAME=pwned\n", 0o644));
+    let e = h.layerctl(&["install", &rpm(&h, &clash)]).unwrap();
+    assert!(stderr(&e).contains("/usr/lib/os-release: clash-1-1.x86_64 and the base differ"), "{}", stderr(&e));
+    assert!(stderr(&e).contains("--force-replacefiles"), "{}", stderr(&e));
+    let c1 = RpmSpec::new("c1", "1").entry(Entry::file("/usr/share/common/LICENSE", "same\n", 0o644)).entry(Entry::file("/usr/share/common/c1", "1\n", 0o644));
+    let c2 = RpmSpec::new("c2", "1").entry(Entry::file("/usr/share/common/LICENSE", "other\n", 0o644));
+    let e = h.layerctl(&["install", &rpm(&h, &c1), &rpm(&h, &c2)]).unwrap();
+    assert!(stderr(&e).contains("/usr/share/common/LICENSE: c2-1-1.x86_64 and the layered package c1-1-1.x86_64 differ"), "{}", stderr(&e));
+
+    // failing %post: the error carries the script's last output
+    let failing = RpmSpec::new("failing", "1")
+        .entry(Entry::file("/usr/bin/failing", "x", 0o755))
+        .script(Script::Post, "echo about to fail >&2\nexit 3");
+    let e = h.layerctl(&["install", &rpm(&h, &failing)]).unwrap();
+    assert!(stderr(&e).contains("failing-1-1.x86_64: %post scriptlet failed"), "{}", stderr(&e));
+    assert!(stderr(&e).contains("about to fail"), "{}", stderr(&e));
+    let lua = RpmSpec::new("lua", "1").script_with(Script::Post, "print('hi')", &["<lua>"]);
+    let e = h.layerctl(&["install", &rpm(&h, &lua)]).unwrap();
+    assert!(stderr(&e).contains("lua-1-1.x86_64: %post is a Lua scriptlet"), "{}", stderr(&e));
+
+    assert_eq!(sysroot_state(&h), before, "failed installs must leave the sysroot exactly as it was");
+    let ok = h.layerctl(&["install", "--dry-run", &rpm(&h, &c1)]).unwrap();
+    assert!(stdout(&ok).contains("Adding: c1-1-1.x86_64"), "{}", stdout(&ok));
+    assert_eq!(sysroot_state(&h), before, "a dry run changes nothing");
+}
+
+#[test]
+fn cancel_kills_an_endless_scriptlet_and_changes_nothing() {
+    let h = booted_host("cancel-script");
+    let before = sysroot_state(&h);
+    let endless = RpmSpec::new("endless", "1")
+        .entry(Entry::file("/usr/bin/endless", "x", 0o755))
+        .script(Script::Post, "echo started\nexec sleep 4242");
+    let file = rpm(&h, &endless);
+    let child = h.layerctl_command(&["install", &file]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let sleeping = || {
+        std::process::Command::new("pgrep").args(["-f", "sleep 4242"]).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    wait_until("the scriptlet runs", sleeping);
+    h.layerctl_ok(&["cancel"]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    wait_until("the scriptlet is gone", || !sleeping());
+    assert_eq!(sysroot_state(&h), before);
+    // and the next install works
+    h.layerctl_ok(&["install", &rpm(&h, &htop("1"))]).unwrap();
+}
+
+#[test]
+fn replace_set_carry_over_and_rebuilt_rpms() {
+    let mut h = booted_host("carry");
+    let a = rpm(&h, &htop("1"));
+    let tool = rpm(&h, &RpmSpec::new("tool", "1").entry(Entry::file("/usr/bin/tool", "tool 1\n", 0o755)));
+    h.layerctl_ok(&["install", &a]).unwrap();
+    // a second install before rebooting builds on the pending deployment: both are there
+    h.layerctl_ok(&["install", &tool]).unwrap();
+    let s = h.status_json().unwrap();
+    let mut got = strs(&s["deployments"][0]["requested-local-packages"]);
+    got.sort();
+    assert_eq!(got, ["htop-1-1.el8.x86_64", "tool-1-1.x86_64"]);
+    // the original files are not needed any more (package cache)
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(&tool).unwrap();
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["cat", "/usr/bin/tool"]).unwrap(), "tool 1\n");
+
+    // uninstall --all --install replaces the whole set; uninstalling one keeps the other
+    let other = rpm(&h, &RpmSpec::new("other", "1").entry(Entry::file("/usr/bin/other", "o\n", 0o755)));
+    h.layerctl_ok(&["uninstall", "tool"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(strs(&s["deployments"][0]["requested-local-packages"]), ["htop-1-1.el8.x86_64"]);
+    h.layerctl_ok(&["uninstall", "--all", "--install", &other]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(strs(&s["deployments"][0]["requested-local-packages"]), ["other-1-1.x86_64"]);
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["cat", "/usr/bin/other"]).unwrap(), "o\n");
+    assert!(h.exec(&["test", "-e", "/usr/bin/htop"]).map(|o| !o.status.success()).unwrap());
+
+    // a rebuilt RPM with the same NEVRA is a different package: re-imported, new content
+    let rebuilt = rpm(&h, &RpmSpec::new("other", "1").entry(Entry::file("/usr/bin/other", "rebuilt\n", 0o755)));
+    let out = h.layerctl_ok(&["install", &rebuilt]).unwrap();
+    assert!(out.contains("Replacing other-1-1.x86_64 with other-1-1.x86_64"), "{out}");
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["cat", "/usr/bin/other"]).unwrap(), "rebuilt\n");
+    // the cache keeps only what deployments use
+    h.layerctl_ok(&["cleanup", "-b"]).unwrap();
+    let refs = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs", "--list", "layerd/pkg"]).unwrap();
+    assert!(!refs.contains("htop"), "unused packages are pruned from the cache: {refs}");
+    assert!(refs.contains("layerd/pkg/other/1-1.x86__64"), "{refs}");
 }
