@@ -411,7 +411,8 @@ fn build(
     })?;
     txn.check_cancelled()?;
     txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, opts.force_replacefiles))?;
-    let scripts = scripts::collect(&pkgs, tree)?;
+    let triggers = db.file_triggers()?;
+    let scripts = scripts::collect(&pkgs, tree, &triggers)?;
     if !scripts.is_empty() {
         let meta = mtree::vardict(&[("layerd.scratch", true.to_variant())]);
         let tmp = mtree::commit(repo, tree, Some(base), "layerd scriptlet scratch tree", &meta, txn.cancellable())?;

@@ -18,6 +18,21 @@ use crate::{gio, ostree};
 /// a link to it), in order of preference.
 const LOCATIONS: &[&str] = &["usr/share/rpm", "usr/lib/sysimage/rpm"];
 
+const RPMSENSE_TRIGGERIN: u32 = 1 << 16;
+
+/// A file trigger of a base package that fires when files under one of its prefixes arrive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileTrigger {
+    /// Name of the package defining it.
+    pub pkg: String,
+    /// `%transfiletriggerin` (once, after everything) rather than `%filetriggerin` (per package).
+    pub trans: bool,
+    pub prefixes: Vec<String>,
+    /// Interpreter and arguments.
+    pub prog: Vec<String>,
+    pub body: String,
+}
+
 /// A scratch copy of a base's rpmdb.
 pub struct Rpmdb {
     /// Root passed to `rpm --root`.
@@ -77,6 +92,73 @@ impl Rpmdb {
             .filter_map(|l| l.split_once('\t'))
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect())
+    }
+
+    /// The file triggers (`%filetriggerin`, `%transfiletriggerin`) the packages in the database
+    /// define: they must run when layered packages bring matching files.
+    pub fn file_triggers(&self) -> Result<Vec<FileTrigger>> {
+        let mut out = Vec::new();
+        for trans in [false, true] {
+            let t = if trans { "TRANSFILETRIGGER" } else { "FILETRIGGER" };
+            // scripts (one per trigger) and conditions (prefix → script index), read separately
+            // since they are arrays of different lengths; fields and records are split by
+            // ASCII unit/record separators, which scripts do not contain
+            let scripts = self.query(&format!("%{{NAME}}\x1f[%{{{t}SCRIPTPROG}}\x1e%{{{t}SCRIPTS}}\x1d]\x1c"))?;
+            let conds = self.query(&format!("%{{NAME}}\x1f[%{{{t}INDEX}}\x1e%{{{t}NAME}}\x1e%{{{t}FLAGS}}\x1d]\x1c"))?;
+            let parse = |text: &str| -> Vec<(String, Vec<Vec<String>>)> {
+                text.split('\x1c')
+                    .filter_map(|rec| rec.split_once('\x1f'))
+                    .map(|(name, rest)| {
+                        let items = rest
+                            .split('\x1d')
+                            .filter(|i| !i.is_empty())
+                            .map(|i| i.split('\x1e').map(str::to_string).collect())
+                            .collect();
+                        (name.to_string(), items)
+                    })
+                    .collect()
+            };
+            let scripts = parse(&scripts);
+            let conds = parse(&conds);
+            for ((pkg, scripts), (_, conds)) in scripts.iter().zip(conds.iter()) {
+                for (i, s) in scripts.iter().enumerate() {
+                    let [prog, body] = s.as_slice() else { continue };
+                    let mut prefixes = Vec::new();
+                    let mut flags = 0u32;
+                    for c in conds {
+                        if let [idx, name, f] = c.as_slice() {
+                            if idx.parse::<usize>().ok() == Some(i) {
+                                prefixes.push(name.clone());
+                                flags |= f.parse::<u32>().unwrap_or(0);
+                            }
+                        }
+                    }
+                    // RPMSENSE_TRIGGERIN: only "in" triggers apply when packages are added
+                    if flags & RPMSENSE_TRIGGERIN == 0 || prefixes.is_empty() {
+                        continue;
+                    }
+                    out.push(FileTrigger {
+                        pkg: pkg.clone(),
+                        trans,
+                        prefixes,
+                        prog: prog.split_whitespace().map(str::to_string).collect(),
+                        body: body.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn query(&self, qf: &str) -> Result<String> {
+        let out = self.rpm().args(["-qa", "--qf", qf]).output().context("querying the base rpmdb")?;
+        if !out.status.success() {
+            return Err(Error::Failed(format!(
+                "querying the base rpmdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Record `pkgs` in the database (no files, no scripts: those are layerd's job).

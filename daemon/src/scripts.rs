@@ -64,23 +64,104 @@ impl Phase {
 /// One scriptlet to run.
 #[derive(Clone, Debug)]
 pub struct Script {
-    pub nevra: String,
+    /// Who it belongs to, in messages (a NEVRA, or "the base package X" for a trigger).
+    pub owner: String,
+    /// Package name, for the journal tag.
     pub pkg: String,
-    pub phase: Phase,
+    /// `pre`, `post`, `posttrans`, `filetriggerin`, `transfiletriggerin`.
+    pub what: &'static str,
     pub body: String,
     /// Interpreter and its arguments (`/bin/sh` when the package names none).
     pub prog: Vec<String>,
+    /// `$1`, `$2`, as rpm passes them.
+    pub args: Vec<String>,
+    /// Fed to the script on stdin (file triggers get the matching paths).
+    pub stdin: Option<String>,
 }
 
 impl Script {
     fn tag(&self) -> String {
-        format!("layerd({}.{})", self.pkg, self.phase.name())
+        format!("layerd({}.{})", self.pkg, self.what)
     }
 }
 
-/// The scriptlets of `pkgs`, in run order: every `%pre`, then every `%post`, then every
-/// `%posttrans`. Refuses interpreters the sandbox will not run, naming package and script.
-pub fn collect(pkgs: &[CachedPkg], tree: &ostree::MutableTree) -> Result<Vec<Script>> {
+/// Check an interpreter the way every scriptlet is checked: a shell the new tree has.
+fn check_prog(label: &str, prog: &[String], tree: &ostree::MutableTree) -> Result<()> {
+    let Some(first) = prog.first() else {
+        return Err(Error::InvalidArgument(format!("{label} names no interpreter")));
+    };
+    if first == "<lua>" {
+        return Err(Error::InvalidArgument(format!(
+            "{label} is a Lua scriptlet; layerd runs only shell scriptlets (sh, bash) in its sandbox"
+        )));
+    }
+    let base = first.rsplit('/').next().unwrap_or("");
+    if !SHELLS.contains(&base) {
+        return Err(Error::InvalidArgument(format!(
+            "{label} uses the interpreter {first}; layerd runs only shell scriptlets (sh, bash)"
+        )));
+    }
+    if !runnable(tree, first)? {
+        return Err(Error::InvalidArgument(format!("{label} needs {first}, which the new tree does not have")));
+    }
+    Ok(())
+}
+
+/// Payload paths of a package (what file triggers match against).
+fn paths(p: &CachedPkg) -> Result<Vec<String>> {
+    let m = p.metadata()?;
+    let entries = m.get_file_entries().map_err(|e| Error::Failed(format!("{}: file list unreadable: {e}", p.nevra)))?;
+    Ok(entries
+        .iter()
+        .filter(|e| !e.flags().contains(rpm::FileFlags::GHOST))
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// The base's file triggers that the layered packages set off, as scripts: each
+/// `%filetriggerin` once per package bringing matching files (after the `%post`s), each
+/// `%transfiletriggerin` once for all of them (after the `%posttrans`es); the matching paths
+/// go to the script's stdin, as rpm does.
+fn trigger_scripts(
+    pkgs: &[CachedPkg],
+    triggers: &[crate::rpmdb::FileTrigger],
+    tree: &ostree::MutableTree,
+    trans: bool,
+) -> Result<Vec<Script>> {
+    let mut out = Vec::new();
+    let files: Vec<(&CachedPkg, Vec<String>)> = pkgs.iter().map(|p| paths(p).map(|f| (p, f))).collect::<Result<_>>()?;
+    for t in triggers.iter().filter(|t| t.trans == trans) {
+        let what = if trans { "transfiletriggerin" } else { "filetriggerin" };
+        let matching = |f: &Vec<String>| -> Vec<String> {
+            f.iter().filter(|p| t.prefixes.iter().any(|pre| p.starts_with(pre.as_str()))).cloned().collect()
+        };
+        let groups: Vec<Vec<String>> = if trans {
+            vec![files.iter().flat_map(|(_, f)| matching(f)).collect()]
+        } else {
+            files.iter().map(|(_, f)| matching(f)).collect()
+        };
+        for g in groups.into_iter().filter(|g| !g.is_empty()) {
+            let label = format!("the base package {}: %{what}", t.pkg);
+            check_prog(&label, &t.prog, tree)?;
+            out.push(Script {
+                owner: format!("the base package {}", t.pkg),
+                pkg: t.pkg.clone(),
+                what,
+                body: t.body.clone(),
+                prog: t.prog.clone(),
+                args: vec!["1".into()],
+                stdin: Some(g.iter().map(|p| format!("{p}\n")).collect()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The scriptlets of `pkgs` and the base's file triggers they set off, in run order: every
+/// `%pre`, every `%post`, the `%filetriggerin`s, every `%posttrans`, the
+/// `%transfiletriggerin`s. Refuses interpreters the sandbox will not run, naming package and
+/// script, before anything runs.
+pub fn collect(pkgs: &[CachedPkg], tree: &ostree::MutableTree, triggers: &[crate::rpmdb::FileTrigger]) -> Result<Vec<Script>> {
     let mut out = Vec::new();
     for phase in [Phase::Pre, Phase::Post, Phase::PostTrans] {
         for p in pkgs {
@@ -92,29 +173,24 @@ pub fn collect(pkgs: &[CachedPkg], tree: &ostree::MutableTree) -> Result<Vec<Scr
             };
             let Ok(s) = s else { continue };
             let prog = s.program.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into()]);
-            let label = format!("{}: %{}", p.nevra, phase.name());
-            if prog[0] == "<lua>" {
-                return Err(Error::InvalidArgument(format!(
-                    "{label} is a Lua scriptlet; layerd runs only shell scriptlets (sh, bash) in its sandbox"
-                )));
-            }
-            if s.script.trim().is_empty() && prog.len() == 1 {
+            if s.script.trim().is_empty() && prog.len() == 1 && prog[0] != "<lua>" {
                 continue;
             }
-            let base = prog[0].rsplit('/').next().unwrap_or("");
-            if !SHELLS.contains(&base) {
-                return Err(Error::InvalidArgument(format!(
-                    "{label} uses the interpreter {}; layerd runs only shell scriptlets (sh, bash)",
-                    prog[0]
-                )));
-            }
-            if !runnable(tree, &prog[0])? {
-                return Err(Error::InvalidArgument(format!(
-                    "{label} needs {}, which the new tree does not have",
-                    prog[0]
-                )));
-            }
-            out.push(Script { nevra: p.nevra.clone(), pkg: p.name.clone(), phase, body: s.script.clone(), prog });
+            check_prog(&format!("{}: %{}", p.nevra, phase.name()), &prog, tree)?;
+            out.push(Script {
+                owner: p.nevra.clone(),
+                pkg: p.name.clone(),
+                what: phase.name(),
+                body: s.script.clone(),
+                prog,
+                args: vec![phase.arg().into()],
+                stdin: None,
+            });
+        }
+        match phase {
+            Phase::Post => out.extend(trigger_scripts(pkgs, triggers, tree, false)?),
+            Phase::PostTrans => out.extend(trigger_scripts(pkgs, triggers, tree, true)?),
+            Phase::Pre => {}
         }
     }
     Ok(out)
@@ -162,7 +238,7 @@ pub fn run(
         txn.check_cancelled()?;
         let file = bodies.join(format!("{i}"));
         std::fs::write(&file, &s.body).with_context(|| format!("writing {}", file.display()))?;
-        txn.message(format!("Running {} scriptlet of {}", s.phase.name(), s.nevra));
+        txn.message(format!("Running %{} of {}", s.what, s.owner));
         run_one(txn, s, &lower, &upper, &work, &merged, &file)?;
     }
     txn.task("Collecting scriptlet changes", || apply_upper(repo, tree, &upper, txn.cancellable()))
@@ -200,7 +276,9 @@ fn bwrap_args(s: &Script, merged: &Path, script: &Path) -> Vec<std::ffi::OsStrin
         a.push(p.into());
     }
     a.push("/run/layerd-scriptlet".into());
-    a.push(s.phase.arg().into());
+    for x in &s.args {
+        a.push(x.into());
+    }
     a
 }
 
@@ -232,7 +310,7 @@ fn run_one(txn: &Transaction, s: &Script, lower: &Path, upper: &Path, work: &Pat
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LANG", "C.UTF-8")
         .env("RPM_INSTALL_PREFIX", "/usr")
-        .stdin(Stdio::null())
+        .stdin(if s.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(writer.try_clone().context("duplicating the output pipe")?)
         .stderr(writer)
         .process_group(0);
@@ -255,6 +333,12 @@ fn run_one(txn: &Transaction, s: &Script, lower: &Path, upper: &Path, work: &Pat
         .spawn()
         .map_err(|e| Error::Failed(format!("{tag}: starting the sandbox (bwrap with an overlay) failed: {e}")))?;
     drop(cmd); // closes our copies of the pipe's write end
+    if let (Some(data), Some(mut input)) = (s.stdin.clone(), child.stdin.take()) {
+        // a script that does not read its input must not block us
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut input, data.as_bytes());
+        });
+    }
     let tag2 = tag.clone();
     let reader_thread = std::thread::spawn(move || {
         let mut tail = VecDeque::new();
@@ -290,7 +374,7 @@ fn run_one(txn: &Transaction, s: &Script, lower: &Path, upper: &Path, work: &Pat
         txn.message(format!("{tag}: {l}"));
     }
     if !status.success() {
-        let mut msg = format!("{}: %{} scriptlet failed ({status})", s.nevra, s.phase.name());
+        let mut msg = format!("{}: %{} scriptlet failed ({status})", s.owner, s.what);
         if tail.is_empty() {
             msg.push_str(" with no output");
         } else {

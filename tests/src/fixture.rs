@@ -105,8 +105,11 @@ impl FixtureRepo {
                 .entry(Entry::file("/etc/shadow", "root:!::0:99999:7:::\n", 0o000))
                 .entry(Entry::file("/etc/hostname", "fixture\n", 0o644)),
             bb,
+            // file triggers like the base's ldconfig one: layered packages must set them off
             RpmSpec::new("glibc", "2.38")
                 .entry(Entry::dir("/usr/lib64", 0o755))
+                .file_trigger(true, "/usr/lib64", "{ echo '# fixture ld.so.cache'; cat; } > /etc/ld.so.cache")
+                .file_trigger(false, "/usr/share/fixture-hooks", "echo \"run $1\" >> /usr/lib/fixture-hooks.log; cat >> /usr/lib/fixture-hooks.log")
                 .provides("libc.so.6()(64bit)"),
             RpmSpec::new("kernel-core", "6.5.6").entry(Entry::file(
                 &format!("/usr/lib/modules/{KVER}/vmlinuz"),
@@ -139,7 +142,7 @@ impl FixtureRepo {
         run(command("rpm", ["--root", &root, "--dbpath", "/usr/share/rpm", "--initdb"]))?;
         run(command(
             "rpm",
-            ["--root", &root, "--dbpath", "/usr/share/rpm", "-i", "--nodeps", "--noscripts", "--ignorearch", "--ignoreos"],
+            ["--root", &root, "--dbpath", "/usr/share/rpm", "-i", "--nodeps", "--noscripts", "--notriggers", "--ignorearch", "--ignoreos"],
         )
         .args(&files))
         .context("installing fixture RPMs with the host's rpm")?;

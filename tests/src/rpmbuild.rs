@@ -48,6 +48,8 @@ pub struct RpmSpec {
     pub owners: Vec<(String, String, String)>,
     /// `(path, caps text)` file capabilities.
     pub caps: Vec<(String, String)>,
+    /// `(transaction-wide?, prefix, body)`: `%filetriggerin` / `%transfiletriggerin`.
+    pub file_triggers: Vec<(bool, String, String)>,
 }
 
 impl RpmSpec {
@@ -63,7 +65,13 @@ impl RpmSpec {
             scripts: Vec::new(),
             owners: Vec::new(),
             caps: Vec::new(),
+            file_triggers: Vec::new(),
         }
+    }
+    /// A `%filetriggerin` (or with `trans`, `%transfiletriggerin`) on `prefix`.
+    pub fn file_trigger(mut self, trans: bool, prefix: &str, body: &str) -> Self {
+        self.file_triggers.push((trans, prefix.into(), body.into()));
+        self
     }
     pub fn release(mut self, r: &str) -> Self {
         self.release = r.into();
@@ -153,6 +161,13 @@ impl RpmSpec {
                 Script::Post => b.post_install_script(sc),
                 Script::PostTrans => b.post_trans_script(sc),
             };
+        }
+        for (trans, prefix, body) in &self.file_triggers {
+            if *trans {
+                b.trans_file_trigger_in(prefix, None, rpm::Scriptlet::new(body.as_str()));
+            } else {
+                b.file_trigger_in(prefix, None, rpm::Scriptlet::new(body.as_str()));
+            }
         }
         for r in &self.requires {
             b.requires(rpm::Dependency::any(r.as_str()));

@@ -294,3 +294,22 @@ fn replace_set_carry_over_and_rebuilt_rpms() {
     assert!(!refs.contains("htop"), "unused packages are pruned from the cache: {refs}");
     assert!(refs.contains("layerd/pkg/other/1-1.x86__64"), "{refs}");
 }
+
+#[test]
+fn base_file_triggers_fire_for_layered_files() {
+    let mut h = booted_host("triggers");
+    let lib = RpmSpec::new("libfoo", "1")
+        .entry(Entry::file("/usr/lib64/libfoo.so.1", "elf", 0o755))
+        .entry(Entry::file("/usr/share/fixture-hooks/foo.hook", "hook", 0o644));
+    let other = RpmSpec::new("barhook", "1").entry(Entry::file("/usr/share/fixture-hooks/bar.hook", "hook", 0o644));
+    let unrelated = RpmSpec::new("plain", "1").entry(Entry::file("/usr/bin/plain", "x", 0o755));
+    let out = h.layerctl_ok(&["install", &rpm(&h, &lib), &rpm(&h, &other), &rpm(&h, &unrelated)]).unwrap();
+    assert!(out.contains("Running %transfiletriggerin of the base package glibc"), "{out}");
+    h.reboot().unwrap();
+    // the transaction-wide trigger ran once with every matching path on stdin
+    assert_eq!(h.exec_ok(&["cat", "/etc/ld.so.cache"]).unwrap(), "# fixture ld.so.cache\n/usr/lib64/libfoo.so.1\n");
+    // the per-package trigger ran once per package bringing matching files
+    let log = h.exec_ok(&["cat", "/usr/lib/fixture-hooks.log"]).unwrap();
+    assert_eq!(log.matches("run 1").count(), 2, "{log}");
+    assert!(log.contains("/usr/share/fixture-hooks/foo.hook\n") && log.contains("/usr/share/fixture-hooks/bar.hook\n"), "{log}");
+}
