@@ -127,6 +127,14 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
+    /// Move to the newest version of the base (layered packages are carried over).
+    Upgrade {
+        /// Reboot once the new deployment is staged.
+        #[arg(short, long)]
+        reboot: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
     /// Cancel the running transaction (or the one with the given id).
     Cancel {
         /// Transaction id, as `layerctl status -v` shows it.
@@ -191,6 +199,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 anyhow::bail!("name the packages to uninstall, or pass --all");
             }
             update(&conn, opts, &install, &packages, all, &layer, &change).await
+        }
+        Cmd::Upgrade { reboot, change } => {
+            if reboot {
+                opts.insert("reboot", Value::from(true));
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.upgrade(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::Cancel { id } => cancel(&conn, id).await,
     }

@@ -246,7 +246,24 @@ impl Layerd1 {
         })
         .await
         .map_err(|e| ApiError::Failed(format!("reading the packages: {e}")))??;
-        let req = LayerRequest { install_local, uninstall, uninstall_all, opts };
+        let req = LayerRequest { install_local, uninstall, uninstall_all, upgrade: false, opts };
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Layer(req), caller, conn, server).await
+    }
+
+    async fn upgrade(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("Upgrade", options);
+        let opts = LayerOptions { reboot: o.bool("reboot")?, ..Default::default() };
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let req = LayerRequest { upgrade: true, opts, ..Default::default() };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }

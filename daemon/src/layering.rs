@@ -67,12 +67,18 @@ pub struct LayerRequest {
     pub uninstall: Vec<String>,
     /// Drop every layered package (before installing `install_local`).
     pub uninstall_all: bool,
+    /// Build on the newest commit of the origin's ref (pulled first) instead of the current
+    /// base: `upgrade`. Layered packages are carried over.
+    pub upgrade: bool,
     pub opts: LayerOptions,
 }
 
 impl LayerRequest {
     pub fn title(&self) -> String {
         let mut parts = Vec::new();
+        if self.upgrade {
+            parts.push("upgrade".to_string());
+        }
         if self.uninstall_all {
             parts.push("uninstall --all".to_string());
         }
@@ -90,7 +96,7 @@ impl LayerRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.install_local.is_empty() && self.uninstall.is_empty() && !self.uninstall_all {
+        if self.install_local.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && !self.upgrade {
             return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
         }
         let mut seen = HashSet::new();
@@ -218,7 +224,11 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
             "this deployment requests repository packages, which this layerd version cannot rebuild yet".into(),
         ));
     }
-    let base = base_commit(&repo, &source, &origin)?;
+    let current_base = base_commit(&repo, &source, &origin)?;
+    let base = if req.upgrade { pull_base(txn, &repo, &origin)? } else { current_base.clone() };
+    if base != current_base {
+        txn.message(format!("New base: {base}"));
+    }
     let scratch = Scratch::new(path.path(), &txn.id)?;
 
     // The base's packages (for "already provided by the base" and the rpmdb).
@@ -285,6 +295,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
     };
     let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
     let unchanged = same_set
+        && base == current_base
         && if entries.is_empty() {
             !origin.is_layered()
         } else {
@@ -369,6 +380,34 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
     prune_cache(&locked, Some(&entries));
     res?;
     Ok(true)
+}
+
+/// `upgrade`: fetch the newest commit of the origin's refspec; returns it. The fetched commit
+/// stays in the repository (as after `ostree pull`) even if the rest of the transaction fails.
+fn pull_base(txn: &Transaction, repo: &ostree::Repo, origin: &Origin) -> Result<String> {
+    if origin.container_image_reference.is_some() {
+        return Err(Error::InvalidState(
+            "upgrading a container-image base is not supported by this layerd version".into(),
+        ));
+    }
+    let refspec = origin
+        .base_refspec()
+        .ok_or_else(|| Error::InvalidState("the origin names no refspec to upgrade from".into()))?;
+    let (remote, branch) = match refspec.split_once(':') {
+        Some((r, b)) => (Some(r), b),
+        None => (None, refspec),
+    };
+    if let Some(remote) = remote {
+        txn.task(&format!("Fetching {refspec}"), || {
+            repo.pull(remote, &[branch], ostree::RepoPullFlags::NONE, None, Some(txn.cancellable()))
+                .with_context(|| format!("fetching {refspec}"))
+        })?;
+    }
+    let rev = repo
+        .resolve_rev(refspec, false)
+        .with_context(|| format!("resolving {refspec}"))?
+        .ok_or_else(|| Error::NotFound(format!("{refspec} does not exist in the repository")))?;
+    Ok(rev.to_string())
 }
 
 /// Build the layered commit (inside an open repository transaction).

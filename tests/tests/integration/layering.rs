@@ -313,3 +313,46 @@ fn base_file_triggers_fire_for_layered_files() {
     assert_eq!(log.matches("run 1").count(), 2, "{log}");
     assert!(log.contains("/usr/share/fixture-hooks/foo.hook\n") && log.contains("/usr/share/fixture-hooks/bar.hook\n"), "{log}");
 }
+
+#[test]
+fn upgrade_to_a_new_base_keeps_layered_packages() {
+    let mut h = booted_host("upgrade");
+    h.layerctl_ok(&["install", &rpm(&h, &htop("3"))]).unwrap();
+    h.reboot().unwrap();
+    let same = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "{}{}", stdout(&same), stderr(&same));
+    h.publish(&layerd_tests::fixture::OsSpec::new("2.0")).unwrap();
+    let out = h.layerctl_ok(&["upgrade"]).unwrap();
+    assert!(out.contains("New base: "), "{out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    assert_eq!(d["version"], "2.0");
+    assert_eq!(d["base-version"], "2.0");
+    assert_eq!(strs(&d["requested-local-packages"]), ["htop-3-1.el8.x86_64"]);
+    h.reboot().unwrap();
+    assert!(h.exec_ok(&["grep", "VERSION_ID=2.0", "/usr/lib/os-release"]).is_ok());
+    assert_eq!(h.exec_ok(&["/usr/bin/htop"]).unwrap(), "htop 3\n");
+    let q = rpm_q(&h, &["-q", "htop", "fixture-release"]);
+    assert_eq!(stdout(&q), "htop-3-1.el8.x86_64\nfixture-release-2.0-1.x86_64\n", "{}", stderr(&q));
+}
+
+#[test]
+fn offline_sysroot_gets_a_deployment_written_directly() {
+    let mut h = new_host("offline-install");
+    h.start_layerd_offline().unwrap();
+    let pkg = htop("5").script(Script::Post, "echo offline > /usr/share/doc/htop/post");
+    let out = h.layerctl_ok(&["install", &rpm(&h, &pkg)]).unwrap();
+    assert!(out.contains("default for the next boot"), "{out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    assert_eq!(d["staged"], false);
+    assert_eq!(strs(&d["requested-local-packages"]), ["htop-5-1.el8.x86_64"]);
+    assert_eq!(s["deployments"].as_array().unwrap().len(), 2, "the previous deployment stays as rollback");
+    h.stop_layerd().unwrap();
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    assert_eq!(h.exec_ok(&["/usr/bin/htop"]).unwrap(), "htop 5\n");
+    assert_eq!(h.exec_ok(&["cat", "/usr/share/doc/htop/post"]).unwrap(), "offline\n");
+    let kargs = h.exec_ok(&["cat", "/proc/cmdline"]).unwrap();
+    assert!(kargs.contains("console=ttyS0"), "kernel arguments are kept: {kargs}");
+}
