@@ -356,3 +356,45 @@ fn offline_sysroot_gets_a_deployment_written_directly() {
     let kargs = h.exec_ok(&["cat", "/proc/cmdline"]).unwrap();
     assert!(kargs.contains("console=ttyS0"), "kernel arguments are kept: {kargs}");
 }
+
+#[test]
+fn sigkill_during_install_leaves_nothing_behind() {
+    let mut h = booted_host("crash-install");
+    let before = sysroot_state(&h);
+    let endless = RpmSpec::new("hang", "1").entry(Entry::file("/usr/bin/hang", "x", 0o755)).script(Script::Post, "exec sleep 4343");
+    let file = rpm(&h, &endless);
+    let client = h.layerctl_command(&["install", &file]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let sleeping = || {
+        std::process::Command::new("pgrep").args(["-f", "sleep 4343"]).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    wait_until("the scriptlet runs", sleeping);
+    h.stop_layerd_with(libc::SIGKILL).unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    wait_until("the sandbox died with layerd", || !sleeping());
+    h.start_layerd().unwrap();
+    wait_until("recovery finished", || {
+        h.layerctl_ok(&["status"]).map(|s| s.contains("State: idle") && s.contains("LastTransaction")).unwrap_or(false)
+    });
+    assert_eq!(sysroot_state(&h), before, "the interrupted install left nothing behind");
+    h.exec_ok(&["ostree", "fsck", "--repo=/sysroot/ostree/repo"]).unwrap();
+    h.layerctl_ok(&["install", &rpm(&h, &htop("1"))]).unwrap();
+}
+
+#[test]
+fn allow_inactive_records_without_layering_and_nevra_uninstall() {
+    let h = booted_host("inactive");
+    let bb = rpm(&h, &RpmSpec::new("busybox", "9.9").entry(Entry::file("/usr/share/bb-extra", "x", 0o644)));
+    let tool = rpm(&h, &RpmSpec::new("tool", "1").entry(Entry::file("/usr/bin/tool", "t", 0o755)));
+    let out = h.layerctl_ok(&["install", "--allow-inactive", &bb, &tool]).unwrap();
+    assert!(out.contains("Inactive (provided by the base): busybox-9.9-1.x86_64"), "{out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    let mut req = strs(&d["requested-local-packages"]);
+    req.sort();
+    assert_eq!(req, ["busybox-9.9-1.x86_64", "tool-1-1.x86_64"]);
+    assert_eq!(strs(&d["packages"]), ["tool-1-1.x86_64"], "the inactive request is not layered");
+    h.layerctl_ok(&["uninstall", "tool-1-1.x86_64", "busybox-9.9-1.x86_64"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert!(strs(&s["deployments"][0]["requested-local-packages"]).is_empty());
+}
