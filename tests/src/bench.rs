@@ -144,5 +144,89 @@ pub fn run(base: &Path) -> Result<()> {
     }
     println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
     h.shutdown()?;
+    drop(h);
+    layering(base)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// Layering cost against base size: `layerctl install` of a 1-file RPM on bases of ~10k and
+/// ~100k files, against staging the base alone (the floor: every deployment is a full hardlink
+/// checkout) and against the classic pipeline (hardlink checkout, copy the rpmdb, `rpm -i
+/// --root`, `ostree commit --link-checkout-speedup`, `ostree admin deploy --stage`).
+fn layering(base: &Path) -> Result<()> {
+    const RUNS: usize = 5;
+    println!("\nlayering a 1-file RPM (medians of {RUNS}; targets from shared/reference/targets.md)\n");
+    let mut h = VirtualHost::new(base, "bench-layering")?;
+    h.boot()?;
+    h.start_layerd()?;
+    let rpms = h.sysroot.path.join("bench-rpms");
+    std::fs::create_dir_all(&rpms)?;
+    let file = crate::rpmbuild::RpmSpec::new("benchtool", "1")
+        .entry(crate::rpmbuild::Entry::file("/usr/bin/benchtool", "#!/bin/sh\necho bench\n", 0o755))
+        .write(&rpms)?;
+    let file = file.display().to_string();
+    let in_host = "/sysroot/bench-rpms/benchtool-1-1.x86_64.rpm";
+    let refspec = format!("{REMOTE}:{REF}");
+    let os = format!("--os={OSNAME}");
+    let mut extras = Vec::new();
+    for n in [10_000usize, 100_000] {
+        let version = format!("bulk{n}");
+        h.publish(&OsSpec { version: version.clone(), bulk_files: n })?;
+        h.exec_ok(&["ostree", "pull", REMOTE, REF])?;
+        h.exec_ok(&["ostree", "admin", "deploy", &os, &refspec])?;
+        h.reboot()?;
+        let rev = h.exec_ok(&["ostree", "rev-parse", &refspec])?.trim().to_string();
+        let naive = format!(
+            "set -e; R=/sysroot/ostree/repo; D=$R/tmp/naive; rm -rf $D
+             ostree --repo=$R checkout -H {rev} $D
+             cp -a $D/usr/share/rpm $D/rpmdb.copy && rm -rf $D/usr/share/rpm && mv $D/rpmdb.copy $D/usr/share/rpm
+             /usr/bin/rpm --root $D --dbpath /usr/share/rpm -i --nodeps --noscripts --notriggers --ignorearch {in_host} 2>/dev/null
+             ostree --repo=$R commit --link-checkout-speedup -b naive --tree=dir=$D >/dev/null
+             ostree admin deploy --stage {os} naive"
+        );
+        let (mut floor, mut ours, mut classic, mut unchanged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            floor.push(timed(|| h.exec_ok(&["ostree", "admin", "deploy", "--stage", &os, &refspec]).map(|_| ()))?);
+            h.layerctl_ok(&["cleanup", "-p"])?;
+            ours.push(timed(|| h.layerctl_ok(&["install", &file]).map(|_| ()))?);
+            unchanged.push(timed(|| h.layerctl_ok(&["install", "--idempotent", &file]).map(|_| ()))?);
+            h.layerctl_ok(&["cleanup", "-p"])?;
+            classic.push(timed(|| h.exec_ok(&["sh", "-c", &naive]).map(|_| ()))?);
+            h.layerctl_ok(&["cleanup", "-p"])?;
+            h.exec_ok(&["rm", "-rf", "/sysroot/ostree/repo/tmp/naive"])?;
+        }
+        let (floor, ours, classic, unchanged) = (median(floor), median(ours), median(classic), median(unchanged));
+        let extra = ours.saturating_sub(floor);
+        extras.push(extra);
+        println!("base of {n} files:");
+        println!("  {:<42} {:>9.1} ms", "staging the base alone (floor)", ms(floor));
+        println!("  {:<42} {:>9.1} ms  {:.2}x the floor (target <= 1.2x at 100k)", "layerctl install", ms(ours), ms(ours) / ms(floor));
+        println!("  {:<42} {:>9.1} ms", "  extra over the floor", ms(extra));
+        println!(
+            "  {:<42} {:>9.1} ms  {:.2}x the floor; layerd {:.2}x faster (target >= 1.6x at 100k)",
+            "classic pipeline",
+            ms(classic),
+            ms(classic) / ms(floor),
+            ms(classic) / ms(ours)
+        );
+        println!("  {:<42} {:>9.1} ms  (target <= 50 ms, \"No change\")", "identical request again", ms(unchanged));
+    }
+    if let [a, b] = extras.as_slice() {
+        println!(
+            "\nextra time at 100k vs 10k files: {:.2}x (target: the same, within 0.8x-1.2x)",
+            ms(*b) / ms(*a).max(1e-6)
+        );
+    }
+    h.shutdown()?;
     Ok(())
 }
