@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::fixture::{OsSpec, REF, REMOTE};
+use crate::rpmbuild::{Entry, RpmSpec, Script};
 use crate::VirtualHost;
 
 fn step(title: &str) {
@@ -57,7 +58,31 @@ pub fn run(base: &Path) -> Result<()> {
 
     step("Drop the old deployment");
     show(&host, &["cleanup", "-r"])?;
+
+    step("Layer troubleshooting tools from local RPM files (passed to layerd as descriptors)");
+    let rpms = host.dir.join("rpms");
+    std::fs::create_dir_all(&rpms)?;
+    let mut files = Vec::new();
+    for (name, version) in [("htop", "3.2.1"), ("tcpdump", "4.99.4")] {
+        let spec = RpmSpec::new(name, version)
+            .release("1.el9")
+            .entry(Entry::file(&format!("/usr/bin/{name}"), format!("#!/bin/sh\necho '{name} {version} (demo build)'\n"), 0o755))
+            .script(Script::Post, &format!("echo '{name} installed' > /usr/share/{name}.installed"));
+        files.push(spec.write(&rpms)?.display().to_string());
+    }
+    let mut args = vec!["install"];
+    args.extend(files.iter().map(String::as_str));
+    show(&host, &args)?;
+    show(&host, &["status"])?;
+    println!("\x1b[36m[node]# reboot\x1b[0m");
+    host.reboot()?;
+    inside(&host, &["htop"])?;
+    inside(&host, &["/usr/bin/rpm", "--dbpath", "/usr/share/rpm", "-q", "htop", "tcpdump"])?;
     show(&host, &["status", "--json", "--booted"])?;
+
+    step("Remove one of them again (the other stays layered)");
+    show(&host, &["uninstall", "tcpdump"])?;
+    show(&host, &["status"])?;
     host.shutdown()?;
     println!("\nDemo complete.");
     Ok(())
