@@ -80,6 +80,21 @@ fn install_reboot_uninstall() {
     assert!(d["base-checksum"].is_string(), "{d}");
     let human = h.layerctl_ok(&["status"]).unwrap();
     assert!(human.contains("LocalPackages: htop-3.2.1-1.el8.x86_64"), "{human}");
+    // the origin file in rpm-ostree's layout, and the commit metadata
+    let csum = d["checksum"].as_str().unwrap();
+    let origin = h.exec_ok(&["sh", "-c", &format!("cat /ostree/deploy/fixture/deploy/{csum}.*.origin")]).unwrap();
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(&file).unwrap()))
+    };
+    assert!(origin.contains("baserefspec=fixture:fixture/x86_64/coreos/stable"), "{origin}");
+    assert!(origin.contains(&format!("requested-local={sha}:htop-3.2.1-1.el8.x86_64;")), "{origin}");
+    assert!(!origin.contains("\nrefspec="), "{origin}");
+    let meta = |k: &str| h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "show", &format!("--print-metadata-key={k}"), csum]).unwrap();
+    assert_eq!(meta("layerd.base-commit").trim().trim_matches('\''), d["base-checksum"].as_str().unwrap());
+    assert!(meta("layerd.packages").contains("htop-3.2.1-1.el8.x86_64"));
+    assert!(meta("layerd.inputs").trim().trim_matches('\'').len() == 64);
+    assert!(meta("layerd.version").contains('.'));
 
     // the same request again: nothing built
     let again = h.layerctl(&["install", "--idempotent", "--unchanged-exit-77", &file]).unwrap();
@@ -128,7 +143,7 @@ fn scriptlets_users_owners_caps_and_state_paths() {
         .caps("/usr/bin/pinger", "cap_net_raw=ep")
         // a useradd-style %pre: the user must exist before the files are owned by it
         .script(Script::Pre, "grep -q '^svc:' /etc/passwd || { echo 'svc:x:991:991:svc:/:/sbin/nologin' >> /etc/passwd; echo 'svc:x:991:' >> /etc/group; }\necho pre-ran $1")
-        .script(Script::Post, "echo post $1 > /usr/lib/svc/post-ran\nmkdir -p /var/lib/svc && echo dropped > /var/lib/svc/x\necho hello from post")
+        .script(Script::Post, "echo post $1 > /usr/lib/svc/post-ran\nmkdir -p /var/lib/svc && echo dropped > /var/lib/svc/x\necho modified-by-post >> /usr/lib/os-release\necho hello from post")
         .script(Script::PostTrans, "echo configured > /etc/svc.conf");
     let vendor = RpmSpec::new("vendor-tool", "2.0")
         .entry(Entry::dir("/opt/vendor", 0o755))
@@ -138,7 +153,13 @@ fn scriptlets_users_owners_caps_and_state_paths() {
     let (a, b) = (rpm(&h, &svc), rpm(&h, &vendor));
     let out = h.layerctl_ok(&["install", &a, &b]).unwrap();
     assert!(out.contains("layerd(svc.post): hello from post"), "script output reaches the client: {out}");
+    assert!(h.layerd_log_tail(200).contains("layerd(svc.post): hello from post"), "and the log, tagged");
+    // the script appended to a base file that is a hardlink of a repository object: the write
+    // went to the overlay's copy, so the repository and the running system are untouched
+    h.exec_ok(&["ostree", "fsck", "--repo=/sysroot/ostree/repo"]).unwrap();
+    assert!(!h.exec_ok(&["cat", "/usr/lib/os-release"]).unwrap().contains("modified-by-post"));
     h.reboot().unwrap();
+    assert!(h.exec_ok(&["cat", "/usr/lib/os-release"]).unwrap().contains("modified-by-post"), "the new deployment has the change");
 
     assert!(h.exec_ok(&["grep", "^svc:x:991:991:", "/etc/passwd"]).is_ok(), "the %pre user is in the new /etc");
     assert_eq!(h.exec_ok(&["stat", "-c", "%u:%g %a", "/usr/lib/svc/data"]).unwrap().trim(), "991:991 640");
@@ -227,6 +248,11 @@ fn bad_packages_are_refused_and_change_nothing() {
     let ok = h.layerctl(&["install", "--dry-run", &rpm(&h, &c1)]).unwrap();
     assert!(stdout(&ok).contains("Adding: c1-1-1.x86_64"), "{}", stdout(&ok));
     assert_eq!(sysroot_state(&h), before, "a dry run changes nothing");
+
+    // --force-replacefiles lets the package win
+    h.layerctl_ok(&["install", "--force-replacefiles", &rpm(&h, &clash)]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(strs(&s["deployments"][0]["packages"]), ["clash-1-1.x86_64"]);
 }
 
 #[test]
@@ -384,6 +410,11 @@ fn sigkill_during_install_leaves_nothing_behind() {
 #[test]
 fn allow_inactive_records_without_layering_and_nevra_uninstall() {
     let h = booted_host("inactive");
+    // two packages shipping the same file with identical content: fine
+    let c1 = RpmSpec::new("c1", "1").entry(Entry::file("/usr/share/common/LICENSE", "same\n", 0o644));
+    let c3 = RpmSpec::new("c3", "1").entry(Entry::file("/usr/share/common/LICENSE", "same\n", 0o644));
+    h.layerctl_ok(&["install", &rpm(&h, &c1), &rpm(&h, &c3)]).unwrap();
+    h.layerctl_ok(&["uninstall", "--all"]).unwrap();
     let bb = rpm(&h, &RpmSpec::new("busybox", "9.9").entry(Entry::file("/usr/share/bb-extra", "x", 0o644)));
     let tool = rpm(&h, &RpmSpec::new("tool", "1").entry(Entry::file("/usr/bin/tool", "t", 0o755)));
     let out = h.layerctl_ok(&["install", "--allow-inactive", &bb, &tool]).unwrap();
