@@ -16,11 +16,18 @@ use crate::pkgcache::CachedPkg;
 /// How many clashes an error lists before summarising.
 const SHOWN_CLASHES: usize = 20;
 
-/// Graft `pkgs` onto `tree` (the base). Fails listing every clash unless `force_replacefiles`.
-pub fn overlay(repo: &ostree::Repo, tree: &ostree::MutableTree, pkgs: &[CachedPkg], force_replacefiles: bool) -> Result<()> {
+/// Graft `pkgs[first_new..]` onto `tree`; `pkgs[..first_new]` are already in it (a rebuild on
+/// a previous layered commit) and only name the owner in clash messages. Fails listing every
+/// clash unless `force_replacefiles`.
+pub fn overlay(repo: &ostree::Repo, tree: &ostree::MutableTree, pkgs: &[CachedPkg], first_new: usize, force_replacefiles: bool) -> Result<()> {
     let mut placed: HashMap<String, usize> = HashMap::new();
     let mut clashes = Vec::new();
-    for (i, p) in pkgs.iter().enumerate() {
+    for (i, p) in pkgs.iter().enumerate().take(first_new) {
+        let src = ostree::MutableTree::from_commit(repo, &p.commit)
+            .with_context(|| format!("opening the cached tree of {}", p.nevra))?;
+        record(&src, "", i, &mut placed);
+    }
+    for (i, p) in pkgs.iter().enumerate().skip(first_new) {
         let src = ostree::MutableTree::from_commit(repo, &p.commit)
             .with_context(|| format!("opening the cached tree of {}", p.nevra))?;
         let mut g = Graft { pkgs, pkg: i, placed: &mut placed, clashes: &mut clashes, force: force_replacefiles };
@@ -42,6 +49,16 @@ pub fn overlay(repo: &ostree::Repo, tree: &ostree::MutableTree, pkgs: &[CachedPk
         msg.push_str(&format!("\n  … and {} more", n - SHOWN_CLASHES));
     }
     Err(Error::InvalidArgument(msg))
+}
+
+/// Note which package owns each file of `src`.
+fn record(src: &ostree::MutableTree, prefix: &str, pkg: usize, placed: &mut HashMap<String, usize>) {
+    for name in src.copy_files().into_keys() {
+        placed.insert(format!("{prefix}/{name}"), pkg);
+    }
+    for (name, sub) in src.copy_subdirs() {
+        record(&sub, &format!("{prefix}/{name}"), pkg, placed);
+    }
 }
 
 struct Graft<'a> {

@@ -134,7 +134,8 @@ fn origin_source(locked: &LockedSysroot) -> Result<(ostree::Deployment, ostree::
     let source = deployments
         .iter()
         .find(|d| d.osname() == osname)
-        .map(Clone::clone)
+        // the trait's clone (a reference), not libostree's deep copy
+        .cloned()
         .unwrap_or_else(|| Clone::clone(anchor_d));
     Ok((source, Clone::clone(anchor_d)))
 }
@@ -322,13 +323,26 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
     }
     txn.check_cancelled()?;
 
-    // Build.
+    // Build: on the source's own layered commit when the request only adds packages to it,
+    // else on the base.
+    let prior = prior_build(&repo, &source, &origin, &base, &current_base, &active, req);
+    let (tree, db, prior_active) = match prior {
+        Some(prior_active) => {
+            let csum = source.csum().to_string();
+            txn.message("Adding to the current layered tree (unchanged packages are not rebuilt)");
+            let tree = ostree::MutableTree::from_commit(&repo, &csum).with_context(|| format!("opening commit {csum}"))?;
+            let db = rpmdb::checkout(&repo, &tree, &csum, &scratch.0.join("prior"), txn.cancellable())?;
+            (tree, db, prior_active)
+        }
+        None => (base_tree, db, Vec::new()),
+    };
     let commit = if entries.is_empty() {
         base.clone()
     } else {
         let inputs: Vec<&LocalInput> = req.install_local.iter().collect();
         repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
-        let built = build(txn, &repo, &base, &base_tree, db, &active, &inputs, &digest, &req.opts, &scratch.0);
+        let plan = BuildPlan { base: &base, active: &active, prior: &prior_active, inputs: &inputs, digest: &digest, opts: &req.opts };
+        let built = build(txn, &repo, &tree, db, &plan, &scratch.0);
         match built {
             Ok(c) => match repo.commit_transaction(Some(txn.cancellable())) {
                 Ok(_) => c,
@@ -410,23 +424,57 @@ fn pull_base(txn: &Transaction, repo: &ostree::Repo, origin: &Origin) -> Result<
     Ok(rev.to_string())
 }
 
-/// Build the layered commit (inside an open repository transaction).
-#[allow(clippy::too_many_arguments)]
-fn build(
-    txn: &Transaction,
+/// When the new active set only adds to what the source deployment's commit (built by layerd,
+/// on the same base, without --force-replacefiles) layers, the entries it already has: the
+/// new commit is built on it and only the added packages are grafted, scripted and recorded.
+fn prior_build(
     repo: &ostree::Repo,
+    source: &ostree::Deployment,
+    origin: &Origin,
     base: &str,
-    tree: &ostree::MutableTree,
-    db: rpmdb::Rpmdb,
+    current_base: &str,
     active: &[String],
-    inputs: &[&LocalInput],
-    digest: &str,
-    opts: &LayerOptions,
-    scratch: &Path,
-) -> Result<String> {
+    req: &LayerRequest,
+) -> Option<Vec<String>> {
+    if req.upgrade || base != current_base || !origin.is_layered() || req.opts.force_replacefiles {
+        return None;
+    }
+    let csum = source.csum().to_string();
+    let (c, _) = repo.load_commit(&csum).ok()?;
+    let meta = glib::VariantDict::new(Some(&c.child_value(0)));
+    let prior: Vec<String> = meta.lookup::<Vec<String>>("layerd.requested-local").ok().flatten()?;
+    let prior_digest: String = meta.lookup::<String>("layerd.inputs").ok().flatten()?;
+    let parent = ostree::commit_get_parent(&c).map(|p| p.to_string());
+    let fits = parent.as_deref() == Some(base)
+        && prior_digest == input_digest(base, &prior, false)
+        && !prior.is_empty()
+        && prior.len() < active.len()
+        && prior.iter().all(|e| active.contains(e));
+    fits.then_some(prior)
+}
+
+/// What one build puts together.
+struct BuildPlan<'a> {
+    base: &'a str,
+    /// Every active entry of the new commit.
+    active: &'a [String],
+    /// Entries already in the tree the build starts from (empty: it starts from the base).
+    prior: &'a [String],
+    inputs: &'a [&'a LocalInput],
+    digest: &'a str,
+    opts: &'a LayerOptions,
+}
+
+/// Build the layered commit (inside an open repository transaction).
+fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::MutableTree, db: rpmdb::Rpmdb, plan: &BuildPlan<'_>, scratch: &Path) -> Result<String> {
+    let BuildPlan { base, active, prior, inputs, digest, opts } = *plan;
+    // packages already in the starting tree first, then the ones to add
+    let mut order: Vec<&String> = active.iter().filter(|e| prior.contains(e)).collect();
+    order.extend(active.iter().filter(|e| !prior.contains(e)));
+    let first_new = prior.len();
     let mut pkgs: Vec<CachedPkg> = Vec::new();
     txn.task("Importing packages", || -> Result<()> {
-        for e in active {
+        for e in order {
             txn.check_cancelled()?;
             let sha = e.split_once(':').map_or("", |(s, _)| s);
             let p = match inputs.iter().find(|i| i.rpm.sha256 == sha) {
@@ -449,18 +497,19 @@ fn build(
         Ok(())
     })?;
     txn.check_cancelled()?;
-    txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, opts.force_replacefiles))?;
+    txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, first_new, opts.force_replacefiles))?;
+    let added = &pkgs[first_new..];
     let triggers = db.file_triggers()?;
-    let scripts = scripts::collect(&pkgs, tree, &triggers)?;
+    let scripts = scripts::collect(added, tree, &triggers)?;
     if !scripts.is_empty() {
         let meta = mtree::vardict(&[("layerd.scratch", true.to_variant())]);
         let tmp = mtree::commit(repo, tree, Some(base), "layerd scriptlet scratch tree", &meta, txn.cancellable())?;
         scripts::run(txn, repo, tree, &tmp, &scripts, &scratch.join("scripts"))?;
     }
     txn.check_cancelled()?;
-    assemble::apply_owners(repo, tree, &pkgs, txn.cancellable())?;
+    assemble::apply_owners(repo, tree, added, txn.cancellable())?;
     txn.task("Writing the rpmdb", || -> Result<()> {
-        db.add(&pkgs, scratch)?;
+        db.add(added, scratch)?;
         db.store(repo, tree, txn.cancellable())
     })?;
     txn.check_cancelled()?;

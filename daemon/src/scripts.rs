@@ -400,7 +400,7 @@ fn is_opaque(p: &Path) -> bool {
 }
 
 fn file_caps(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     match rustix::fs::lgetxattr(p, "security.capability", &mut buf[..]) {
         Ok(n) => vec![(b"security.capability\0".to_vec(), buf[..n].to_vec())],
         Err(_) => Vec::new(),

@@ -429,3 +429,34 @@ fn allow_inactive_records_without_layering_and_nevra_uninstall() {
     let s = h.status_json().unwrap();
     assert!(strs(&s["deployments"][0]["requested-local-packages"]).is_empty());
 }
+
+#[test]
+fn adding_one_package_to_many_does_not_rebuild_the_others() {
+    let mut h = booted_host("incremental");
+    let pkg = |n: &str| {
+        RpmSpec::new(n, "1")
+            .entry(Entry::file(&format!("/usr/bin/{n}"), n, 0o755))
+            .script(Script::Post, &format!("echo {n} >> /usr/lib/runs.log"))
+    };
+    let first: Vec<String> = ["a1", "a2", "a3"].iter().map(|n| rpm(&h, &pkg(n))).collect();
+    let mut args = vec!["install"];
+    args.extend(first.iter().map(String::as_str));
+    h.layerctl_ok(&args).unwrap();
+    let out = h.layerctl_ok(&["install", &rpm(&h, &pkg("b1"))]).unwrap();
+    assert!(out.contains("Running %post of b1-1-1.x86_64"), "{out}");
+    assert!(!out.contains("Running %post of a1"), "scriptlets of unchanged packages do not run again: {out}");
+    assert!(!out.contains("Imported a1"), "{out}");
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["cat", "/usr/lib/runs.log"]).unwrap(), "a1\na2\na3\nb1\n");
+    let q = rpm_q(&h, &["-q", "a1", "a2", "a3", "b1"]);
+    assert!(q.status.success(), "{}", stdout(&q));
+    let s = h.status_json().unwrap();
+    let mut p = strs(&s["deployments"][0]["packages"]);
+    p.sort();
+    assert_eq!(p, ["a1-1-1.x86_64", "a2-1-1.x86_64", "a3-1-1.x86_64", "b1-1-1.x86_64"]);
+    // removing one rebuilds from the base: the others' scriptlets run again on a fresh tree
+    let out = h.layerctl_ok(&["uninstall", "a2"]).unwrap();
+    assert!(out.contains("Running %post of a1-1-1.x86_64"), "{out}");
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["cat", "/usr/lib/runs.log"]).unwrap(), "a1\na3\nb1\n");
+}
