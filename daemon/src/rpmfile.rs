@@ -50,12 +50,20 @@ pub fn compatible_arches(host_arch: &str) -> Vec<&str> {
     v
 }
 
+/// Larger than any RPM a distribution ships (firmware packages are a few hundred MB); a
+/// descriptor that yields more is not an RPM file (a pipe or device fed to us by mistake).
+pub const MAX_RPM_BYTES: u64 = 2 << 30;
+
 /// Read and check an RPM. `label` names it in errors (the file name the client gave).
-pub fn read(label: &str, mut input: impl Read, host_arch: &str) -> Result<LocalRpm> {
+pub fn read(label: &str, input: impl Read, host_arch: &str) -> Result<LocalRpm> {
     let mut bytes = Vec::new();
     input
+        .take(MAX_RPM_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::InvalidArgument(format!("{label}: cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_RPM_BYTES {
+        return Err(Error::InvalidArgument(format!("{label}: larger than {} GiB, not an RPM file", MAX_RPM_BYTES >> 30)));
+    }
     let sha256 = format!("{:x}", Sha256::digest(&bytes));
     let bad = |what: String| Error::InvalidArgument(format!("{label}: {what}"));
     let package = rpm::Package::parse(&mut bytes.as_slice())
