@@ -50,6 +50,8 @@ pub struct RpmSpec {
     pub caps: Vec<(String, String)>,
     /// `(transaction-wide?, prefix, body)`: `%filetriggerin` / `%transfiletriggerin`.
     pub file_triggers: Vec<(bool, String, String)>,
+    /// `(path, set)`: regular files of one set are hardlinks of each other in the payload.
+    pub hardlinks: Vec<(String, String)>,
 }
 
 impl RpmSpec {
@@ -66,7 +68,13 @@ impl RpmSpec {
             owners: Vec::new(),
             caps: Vec::new(),
             file_triggers: Vec::new(),
+            hardlinks: Vec::new(),
         }
+    }
+    /// Make `path` a member of hardlink set `set` (all members need the same content).
+    pub fn hardlink(mut self, path: &str, set: &str) -> Self {
+        self.hardlinks.push((path.into(), set.into()));
+        self
     }
     /// A `%filetriggerin` (or with `trans`, `%transfiletriggerin`) on `prefix`.
     pub fn file_trigger(mut self, trans: bool, prefix: &str, body: &str) -> Self {
@@ -129,6 +137,9 @@ impl RpmSpec {
             }
             if let Some((_, c)) = self.caps.iter().find(|(p, _)| p == path) {
                 o = o.caps(c.as_str())?;
+            }
+            if let Some((_, set)) = self.hardlinks.iter().find(|(p, _)| p == path) {
+                o = o.hardlink(set.as_str());
             }
             Ok(o)
         };

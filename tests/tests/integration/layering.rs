@@ -17,9 +17,13 @@ fn rpm(h: &VirtualHost, spec: &RpmSpec) -> String {
 }
 
 fn htop(version: &str) -> RpmSpec {
+    let body = format!("#!/bin/sh\necho htop {version}\n");
     RpmSpec::new("htop", version)
         .release("1.el8")
-        .entry(Entry::file("/usr/bin/htop", format!("#!/bin/sh\necho htop {version}\n"), 0o755))
+        .entry(Entry::file("/usr/bin/htop", body.clone(), 0o755))
+        .entry(Entry::file("/usr/bin/htop-hardlink", body, 0o755))
+        .hardlink("/usr/bin/htop", "htop")
+        .hardlink("/usr/bin/htop-hardlink", "htop")
         .entry(Entry::file("/usr/share/doc/htop/README", "htop readme\n", 0o644))
 }
 
@@ -106,6 +110,10 @@ fn install_reboot_uninstall() {
 
     h.reboot().unwrap();
     assert_eq!(h.exec_ok(&["/usr/bin/htop"]).unwrap(), "htop 3.2.1\n");
+    // a hardlink set of the payload (content carried by one member only) arrives whole
+    assert_eq!(h.exec_ok(&["/usr/bin/htop-hardlink"]).unwrap(), "htop 3.2.1\n");
+    let inode = |p: &str| h.exec_ok(&["stat", "-c", "%i", p]).unwrap();
+    assert_eq!(inode("/usr/bin/htop"), inode("/usr/bin/htop-hardlink"));
     let q = rpm_q(&h, &["-q", "htop"]);
     assert_eq!(stdout(&q).trim(), "htop-3.2.1-1.el8.x86_64", "{}", stderr(&q));
     let all = rpm_q(&h, &["-qa"]);
