@@ -344,7 +344,9 @@ fn run_one(txn: &Transaction, s: &Script, lower: &Path, upper: &Path, work: &Pat
         let mut tail = VecDeque::new();
         for line in BufReader::new(reader).lines() {
             let Ok(line) = line else { break };
-            log::info!(target: "layerd-scriptlet", "{tag2}: {line}");
+            if !journal_line(&tag2, &line) {
+                log::info!(target: "layerd-scriptlet", "{tag2}: {line}");
+            }
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
@@ -387,6 +389,23 @@ fn run_one(txn: &Transaction, s: &Script, lower: &Path, upper: &Path, work: &Pat
         return Err(Error::Failed(msg));
     }
     Ok(())
+}
+
+/// journald's native socket.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Send one line of scriptlet output to the journal with `SYSLOG_IDENTIFIER=<tag>`, so
+/// `journalctl -t 'layerd(htop.post)'` finds it. Returns false when there is no journal (the
+/// caller logs it the ordinary way instead).
+fn journal_line(tag: &str, line: &str) -> bool {
+    if !Path::new(JOURNAL_SOCKET).exists() {
+        return false;
+    }
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return false };
+    // the simple form of journald's native protocol: KEY=value lines, values without newlines
+    let clean = |s: &str| s.replace('\n', " ");
+    let msg = format!("MESSAGE={}\nSYSLOG_IDENTIFIER={}\nPRIORITY=6\n", clean(line), clean(tag));
+    sock.send_to(msg.as_bytes(), JOURNAL_SOCKET).is_ok()
 }
 
 /// Overlayfs marks deleted entries as 0/0 character devices.

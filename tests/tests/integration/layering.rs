@@ -468,3 +468,25 @@ fn adding_one_package_to_many_does_not_rebuild_the_others() {
     h.reboot().unwrap();
     assert_eq!(h.exec_ok(&["cat", "/usr/lib/runs.log"]).unwrap(), "a1\na3\nb1\n");
 }
+
+#[test]
+fn scriptlet_output_goes_to_the_journal_tagged() {
+    let h = booted_host("journal");
+    // a stand-in for journald's native socket, inside the host's /run
+    let dir = h.rundir().unwrap().join("systemd/journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = std::os::unix::net::UnixDatagram::bind(dir.join("socket")).unwrap();
+    journal.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let pkg = RpmSpec::new("chatty", "1").entry(Entry::file("/usr/bin/chatty", "x", 0o755)).script(Script::Post, "echo one\necho two >&2");
+    h.layerctl_ok(&["install", &rpm(&h, &pkg)]).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 2 {
+        let n = journal.recv(&mut buf).expect("a journal message");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    for (m, text) in got.iter().zip(["one", "two"]) {
+        assert!(m.contains(&format!("MESSAGE={text}\n")), "{m}");
+        assert!(m.contains("SYSLOG_IDENTIFIER=layerd(chatty.post)\n"), "{m}");
+    }
+}
