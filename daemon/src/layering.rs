@@ -304,7 +304,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
             source_digest.as_deref().is_none_or(|d| d == digest)
         };
     if unchanged {
-        txn.message("No change.");
+        // the result says "unchanged"; clients print "No change."
         return Ok(false);
     }
 

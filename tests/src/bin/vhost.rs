@@ -10,6 +10,9 @@ enum Cmd {
         /// Scratch directory (removed again at the end).
         #[arg(long, default_value = ".demo")]
         dir: std::path::PathBuf,
+        /// Only the layering benchmark.
+        #[arg(long)]
+        layering_only: bool,
     },
     /// The guided demo of `make demo`.
     Demo {
@@ -28,9 +31,13 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cmd::parse() {
-        Cmd::Bench { dir } => {
+        Cmd::Bench { dir, layering_only } => {
             std::fs::create_dir_all(&dir)?;
-            layerd_tests::bench::run(&dir)?;
+            if layering_only {
+                layerd_tests::bench::layering(&dir)?;
+            } else {
+                layerd_tests::bench::run(&dir)?;
+            }
         }
         Cmd::Demo { dir } => {
             std::fs::create_dir_all(&dir)?;
