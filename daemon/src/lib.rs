@@ -31,6 +31,7 @@ pub mod mtree;
 pub mod origin;
 pub mod pathrules;
 pub mod pkgcache;
+pub mod repos;
 pub mod rollback;
 pub mod rpmdb;
 pub mod rpmfile;
