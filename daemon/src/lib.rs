@@ -37,6 +37,7 @@ pub mod rpmdb;
 pub mod rpmfile;
 pub mod safefs;
 pub mod scripts;
+pub mod solve;
 pub mod status;
 pub mod sysroot;
 pub mod txn;
