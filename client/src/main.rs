@@ -58,6 +58,12 @@ struct LayerOpts {
     /// Reboot once the new deployment is staged.
     #[arg(short, long)]
     reboot: bool,
+    /// Resolve and download repository packages into the cache; change nothing else.
+    #[arg(long)]
+    download_only: bool,
+    /// Use only cached metadata and packages (no network).
+    #[arg(short = 'C', long)]
+    cache_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,9 +108,10 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
-    /// Layer packages onto a new deployment (local RPM files for now).
+    /// Layer packages onto a new deployment: repository packages (names, NEVRAs, provides,
+    /// file paths; dependencies solved) and local RPM files (anything ending in `.rpm`).
     Install {
-        /// RPM files (`./htop-3.2.1-1.el8.x86_64.rpm`).
+        /// `htop`, `'libpcap.so.1()(64bit)'`, `/usr/bin/iperf3`, `./x.rpm`.
         #[arg(required = true)]
         packages: Vec<String>,
         #[command(flatten)]
@@ -132,6 +139,14 @@ enum Cmd {
         /// Reboot once the new deployment is staged.
         #[arg(short, long)]
         reboot: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Download repository metadata now (even if the cache is fresh with -f).
+    RefreshMd {
+        /// Fetch even when the cached metadata has not expired.
+        #[arg(short, long)]
+        force: bool,
         #[command(flatten)]
         change: ChangeOpts,
     },
@@ -208,6 +223,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.upgrade(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
+        Cmd::RefreshMd { force, change } => {
+            if force {
+                opts.insert("force", Value::from(true));
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.refresh_md(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
         Cmd::Cancel { id } => cancel(&conn, id).await,
     }
 }
@@ -226,10 +249,14 @@ async fn update(
     // client's working directory (works from `oc debug` + `chroot /host`).
     let mut files = Vec::new();
     let mut labels = Vec::new();
+    let mut names = Vec::new();
     for p in install {
         let path = std::path::Path::new(p);
-        if !path.exists() && !p.ends_with(".rpm") && !p.contains('/') {
-            anyhow::bail!("{p}: installing packages from repositories is not supported yet; pass an RPM file");
+        // like rpm-ostree: a file ending in .rpm is a local package, anything else a request
+        // the repositories resolve (name, NEVRA, provide or file path)
+        if !p.ends_with(".rpm") {
+            names.push(p.clone());
+            continue;
         }
         let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
         if f.metadata().map(|m| !m.is_file()).unwrap_or(true) {
@@ -241,6 +268,9 @@ async fn update(
     let mut modifiers: HashMap<&str, Value<'_>> = HashMap::new();
     if !labels.is_empty() {
         modifiers.insert("install-local-labels", Value::from(labels));
+    }
+    if !names.is_empty() {
+        modifiers.insert("install-packages", Value::from(names));
     }
     if !uninstall.is_empty() {
         modifiers.insert("uninstall-packages", Value::from(uninstall.to_vec()));
@@ -254,6 +284,8 @@ async fn update(
         ("allow-inactive", layer.allow_inactive),
         ("force-replacefiles", layer.force_replacefiles),
         ("reboot", layer.reboot),
+        ("download-only", layer.download_only),
+        ("cache-only", layer.cache_only),
     ] {
         if on {
             opts.insert(k, Value::from(true));

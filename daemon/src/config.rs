@@ -10,6 +10,8 @@
 //! | `result-ttl-seconds` | integer | 300 | how long a finished transaction's result stays readable |
 //! | `reboot-command` | array of strings | `["systemctl", "reboot"]` | run for `--reboot` requests |
 //! | `state-dir` | path | `/var/lib/layerd` | the transaction journal |
+//! | `cache-dir` | path | `/var/cache/layerd` | repository metadata (`repomd/`) and solver caches (`solv/`) |
+//! | `install-weak-deps` | bool | true | install the Recommends of repository packages, as dnf does |
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub struct FileConfig {
     pub result_ttl_seconds: Option<u64>,
     pub reboot_command: Option<Vec<String>>,
     pub state_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub install_weak_deps: Option<bool>,
 }
 
 /// Read the config file; a missing file means defaults, a malformed one is an error naming the

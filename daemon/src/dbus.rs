@@ -206,12 +206,6 @@ impl Layerd1 {
         let uninstall_all = m.bool("uninstall-all")?;
         let repo_pkgs = m.strings("install-packages")?;
         m.finish()?;
-        if !repo_pkgs.is_empty() {
-            return Err(ApiError::InvalidArgument(format!(
-                "installing packages from repositories is not supported yet ({}); pass local RPM files",
-                repo_pkgs.join(", ")
-            )));
-        }
         let mut o = Options::new("UpdateDeployment", options);
         let opts = LayerOptions {
             dry_run: o.bool("dry-run")?,
@@ -219,6 +213,8 @@ impl Layerd1 {
             allow_inactive: o.bool("allow-inactive")?,
             force_replacefiles: o.bool("force-replacefiles")?,
             reboot: o.bool("reboot")?,
+            download_only: o.bool("download-only")?,
+            cache_only: o.bool("cache-only")?,
         };
         let client_id = o.string("client-id")?;
         o.finish()?;
@@ -246,7 +242,7 @@ impl Layerd1 {
         })
         .await
         .map_err(|e| ApiError::Failed(format!("reading the packages: {e}")))??;
-        let req = LayerRequest { install_local, uninstall, uninstall_all, upgrade: false, opts };
+        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, upgrade: false, opts };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }
@@ -266,6 +262,22 @@ impl Layerd1 {
         let req = LayerRequest { upgrade: true, opts, ..Default::default() };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
+    }
+
+    async fn refresh_md(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("RefreshMd", options);
+        let force = o.bool("force")?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::RefreshMd { force }, caller, conn, server).await
     }
 
     async fn reload(&self) -> Result<(), ApiError> {

@@ -34,6 +34,8 @@ pub enum Operation {
     Cleanup(CleanupOptions),
     /// Install / uninstall layered packages.
     Layer(LayerRequest),
+    /// Download repository metadata.
+    RefreshMd { force: bool },
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
     Recover { interrupted: journal::Record },
 }
@@ -45,6 +47,8 @@ impl Operation {
             Operation::Rollback { .. } => "rollback".into(),
             Operation::Cleanup(o) => o.title(),
             Operation::Layer(r) => r.title(),
+            Operation::RefreshMd { force: true } => "refresh-md -f".into(),
+            Operation::RefreshMd { force: false } => "refresh-md".into(),
             Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
@@ -79,6 +83,10 @@ pub struct Config {
     pub result_ttl: Duration,
     /// Cached repository metadata (`cleanup -m` removes it).
     pub repomd_cache: PathBuf,
+    /// `/var/cache/layerd`: repository metadata (`repomd/`) and solver caches (`solv/`).
+    pub cache_dir: PathBuf,
+    /// Install weak dependencies (Recommends) of repository packages, as dnf does.
+    pub weak_deps: bool,
     /// Where the transaction journal lives.
     pub state_dir: PathBuf,
     /// Queue behind a running transaction when the caller did not say (`wait` option).
@@ -91,6 +99,8 @@ impl Default for Config {
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             result_ttl: Duration::from_secs(300),
             repomd_cache: PathBuf::from("/var/cache/layerd/repomd"),
+            cache_dir: PathBuf::from("/var/cache/layerd"),
+            weak_deps: true,
             state_dir: PathBuf::from("/var/lib/layerd"),
             wait_by_default: false,
         }
@@ -325,6 +335,11 @@ impl Engine {
         }
         let path = self.sysroot.clone();
         let repomd = self.config.repomd_cache.clone();
+        let settings = crate::resolve::Settings {
+            cache_dir: self.config.cache_dir.clone(),
+            weak_deps: self.config.weak_deps,
+            freshness: crate::repomd::Freshness::Normal,
+        };
         let t = txn.clone();
         let op2 = op.clone();
         let mut res = tokio::task::spawn_blocking(move || {
@@ -332,7 +347,8 @@ impl Engine {
             match &op2 {
                 Operation::Rollback { .. } => rollback::run(&t, &path),
                 Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
-                Operation::Layer(r) => layering::run(&t, &path, r),
+                Operation::Layer(r) => layering::run(&t, &path, r, &settings),
+                Operation::RefreshMd { force } => layering::refresh_md(&t, &path, *force, &settings),
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })

@@ -25,7 +25,7 @@ use crate::pkgcache::{self, CachedPkg};
 use crate::rpmfile::LocalRpm;
 use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
 use crate::txn::Transaction;
-use crate::{assemble, gio, glib, mtree, ostree, rpmdb, scripts};
+use crate::{assemble, gio, glib, mtree, ostree, resolve, rpmdb, scripts};
 
 /// Bump when the way trees are built changes, so an identical request rebuilds.
 const BUILD_FORMAT: u32 = 1;
@@ -42,6 +42,10 @@ pub struct LayerOptions {
     /// Let layered files replace different files of the base or other packages.
     pub force_replacefiles: bool,
     pub reboot: bool,
+    /// Resolve and download repository packages into the cache; build nothing.
+    pub download_only: bool,
+    /// Use only cached metadata and packages (no network).
+    pub cache_only: bool,
 }
 
 /// A local RPM the client handed over (read and checked when the request came in).
@@ -63,6 +67,8 @@ impl Eq for LocalInput {}
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerRequest {
     pub install_local: Vec<LocalInput>,
+    /// Repository packages: names, NEVRAs, provides or file paths (solved with libsolv).
+    pub install: Vec<String>,
     /// Names or NEVRAs of layered packages to drop.
     pub uninstall: Vec<String>,
     /// Drop every layered package (before installing `install_local`).
@@ -85,8 +91,9 @@ impl LayerRequest {
         if !self.uninstall.is_empty() {
             parts.push(format!("uninstall {}", self.uninstall.join(" ")));
         }
-        if !self.install_local.is_empty() {
-            let n: Vec<String> = self.install_local.iter().map(|i| i.rpm.nevra()).collect();
+        if !self.install_local.is_empty() || !self.install.is_empty() {
+            let mut n: Vec<String> = self.install.clone();
+            n.extend(self.install_local.iter().map(|i| i.rpm.nevra()));
             parts.push(format!("install {}", n.join(" ")));
         }
         if self.opts.dry_run {
@@ -96,8 +103,18 @@ impl LayerRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.install_local.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && !self.upgrade {
+        if self.install_local.is_empty() && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && !self.upgrade {
             return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
+        }
+        for n in &self.install {
+            if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
+                return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
+            }
+        }
+        if (self.opts.cache_only || self.opts.download_only) && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all {
+            if !self.install_local.is_empty() {
+                return Err(Error::InvalidArgument("--cache-only and --download-only apply to repository packages".into()));
+            }
         }
         let mut seen = HashSet::new();
         for i in &self.install_local {
@@ -150,6 +167,19 @@ fn base_commit(repo: &ostree::Repo, d: &ostree::Deployment, origin: &Origin) -> 
     ostree::commit_get_parent(&commit)
         .map(|p| p.to_string())
         .ok_or_else(|| Error::InvalidState(format!("deployment {} is layered but its commit has no parent (base)", deployment_id(d))))
+}
+
+fn commit_meta_strs(repo: &ostree::Repo, csum: &str, key: &str) -> Vec<String> {
+    let Ok((c, _)) = repo.load_commit(csum) else { return Vec::new() };
+    glib::VariantDict::new(Some(&c.child_value(0))).lookup::<Vec<String>>(key).ok().flatten().unwrap_or_default()
+}
+
+/// `/etc` of the deployment repository definitions come from: the merge deployment (the
+/// booted one) as the admin configured it.
+fn deployment_etc(locked: &LockedSysroot, root: &Path, source: &ostree::Deployment) -> PathBuf {
+    let sysroot = &locked.sysroot;
+    let d = sysroot.merge_deployment(Some(source.osname().as_str())).unwrap_or_else(|| Clone::clone(source));
+    root.join(sysroot.deployment_dirpath(&d).as_str()).join("etc")
 }
 
 fn commit_meta_str(repo: &ostree::Repo, csum: &str, key: &str) -> Option<String> {
@@ -210,7 +240,7 @@ pub fn remove_leftovers(sysroot: &Path) {
 }
 
 /// Run a layering transaction. Returns whether anything changed.
-pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<bool> {
+pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: &resolve::Settings) -> Result<bool> {
     let locked = path.lock_for(txn)?;
     let sysroot = &locked.sysroot;
     let repo = sysroot.repo();
@@ -220,11 +250,6 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
         .origin()
         .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
     let origin = Origin::from_keyfile(&origin_kf);
-    if !origin.requested_packages.is_empty() {
-        return Err(Error::InvalidState(
-            "this deployment requests repository packages, which this layerd version cannot rebuild yet".into(),
-        ));
-    }
     let current_base = base_commit(&repo, &source, &origin)?;
     let base = if req.upgrade { pull_base(txn, &repo, &origin)? } else { current_base.clone() };
     if base != current_base {
@@ -238,23 +263,30 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
     let base_pkgs = db.packages()?;
     let in_base = |name: &str| base_pkgs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
 
-    // The new set of requested local packages.
+    // The new sets of requested packages: local entries (`<sha256>:<nevra>`) and repository
+    // requests (names).
     let mut entries: Vec<String> = origin.requested_local.clone();
+    let mut requested: Vec<String> = origin.requested_packages.clone();
     let mut removed: Vec<String> = Vec::new();
+    let mut removed_names: Vec<String> = Vec::new();
     if req.uninstall_all {
         removed.append(&mut entries);
+        removed_names.append(&mut requested);
     }
+    let matches = |e: &String, u: &str| entry_nevra(e) == u || name_of_nevra(entry_nevra(e)) == u;
     for u in &req.uninstall {
-        match entries.iter().position(|e| entry_nevra(e) == u || name_of_nevra(entry_nevra(e)) == u) {
-            Some(i) => removed.push(entries.remove(i)),
-            None if req.opts.idempotent || (req.uninstall_all && removed.iter().any(|e| entry_nevra(e) == u || name_of_nevra(entry_nevra(e)) == u)) => {}
-            None => {
-                let layered: Vec<&str> = origin.requested_local.iter().map(|e| entry_nevra(e)).collect();
-                return Err(Error::InvalidArgument(format!(
-                    "{u} is not a layered package{}",
-                    if layered.is_empty() { " (nothing is layered)".to_string() } else { format!(" (layered: {})", layered.join(", ")) }
-                )));
-            }
+        if let Some(i) = entries.iter().position(|e| matches(e, u)) {
+            removed.push(entries.remove(i));
+        } else if let Some(i) = requested.iter().position(|r| r == u) {
+            removed_names.push(requested.remove(i));
+        } else if req.opts.idempotent || removed.iter().any(|e| matches(e, u)) || removed_names.contains(u) {
+        } else {
+            let mut layered: Vec<&str> = origin.requested_local.iter().map(|e| entry_nevra(e)).collect();
+            layered.extend(origin.requested_packages.iter().map(String::as_str));
+            return Err(Error::InvalidArgument(format!(
+                "{u} is not a layered package{}",
+                if layered.is_empty() { " (nothing is layered)".to_string() } else { format!(" (layered: {})", layered.join(", ")) }
+            )));
         }
     }
     let mut added: Vec<String> = Vec::new();
@@ -284,20 +316,78 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
         added.push(nevra);
         entries.push(entry);
     }
+    let mut added_names: Vec<String> = Vec::new();
+    for n in &req.install {
+        if requested.contains(n) {
+            if req.opts.idempotent {
+                continue;
+            }
+            return Err(Error::InvalidArgument(format!("{n} is already requested")));
+        }
+        requested.push(n.clone());
+        added_names.push(n.clone());
+    }
     // removing and re-adding the same thing is no change
     removed.retain(|r| !entries.contains(r));
+    removed_names.retain(|r| !requested.contains(r));
 
-    let active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
+    // Repository requests are resolved on every build (carried over, re-resolved on a new base).
+    let mut repo_entries: Vec<String> = Vec::new();
+    let mut picks: Vec<crate::solve::Pick> = Vec::new();
+    let mut resolver = None;
+    if !requested.is_empty() {
+        let etc = deployment_etc(&locked, path.path(), &source);
+        let os_release = match mtree::lookup(&base_tree, "usr/lib/os-release")? {
+            mtree::Entry::File(c) => String::from_utf8_lossy(&mtree::read_content(&repo, &c)?).into_owned(),
+            _ => String::new(),
+        };
+        let mut s = settings.clone();
+        if req.opts.cache_only {
+            s.freshness = crate::repomd::Freshness::CacheOnly;
+        }
+        let want_filelists = requested.iter().any(|r| r.starts_with('/'));
+        let mut r = resolve::Resolver::open(txn, &etc, &os_release, db.root(), &base, &s, want_filelists)?;
+        let mut to_solve = Vec::new();
+        for n in &requested {
+            match r.base_provides(n)? {
+                Some(b) if added_names.contains(n) && !req.opts.allow_inactive => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{n} is already provided by the base ({b}); pass --allow-inactive to request it anyway"
+                    )));
+                }
+                Some(b) => inactive.push(format!("{n} (provided by {b})")),
+                None => to_solve.push(n.clone()),
+            }
+        }
+        if !to_solve.is_empty() {
+            picks = txn.task("Resolving dependencies", || r.solve(&to_solve, s.weak_deps))?;
+        }
+        for p in &picks {
+            match &p.checksum {
+                Some((k, h)) if k == "sha256" => repo_entries.push(format!("{h}:{}", p.nevra())),
+                // not known before the download: counts as new
+                _ => repo_entries.push(format!("unknown:{}", p.nevra())),
+            }
+        }
+        resolver = Some(r);
+    }
+
+    let local_active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
+    let mut active = local_active.clone();
+    active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
     let digest = input_digest(&base, &active, req.opts.force_replacefiles);
     let same_set = {
         let a: BTreeSet<&String> = entries.iter().collect();
         let b: BTreeSet<&String> = origin.requested_local.iter().collect();
-        a == b
+        let c: BTreeSet<&String> = requested.iter().collect();
+        let d: BTreeSet<&String> = origin.requested_packages.iter().collect();
+        a == b && c == d
     };
     let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
     let unchanged = same_set
         && base == current_base
-        && if entries.is_empty() {
+        && !req.opts.download_only
+        && if entries.is_empty() && requested.is_empty() {
             !origin.is_layered()
         } else {
             // a deployment another tool built from the same request counts as built
@@ -311,8 +401,21 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
     for r in &removed {
         txn.message(format!("Removing: {}", entry_nevra(r)));
     }
+    for n in &removed_names {
+        txn.message(format!("Removing request: {n}"));
+    }
     for a in &added {
         txn.message(format!("Adding: {a}"));
+    }
+    for n in &added_names {
+        txn.message(format!("Requested: {n}"));
+    }
+    let prior_entries: Vec<String> = commit_meta_strs(&repo, source.csum().as_str(), "layerd.layered");
+    for p in &picks {
+        let e = repo_entries.iter().find(|e| entry_nevra(e) == p.nevra());
+        if !e.is_some_and(|e| prior_entries.contains(e)) {
+            txn.message(format!("Adding: {} ({}, {})", p.nevra(), p.repo, resolve::human(p.download_size)));
+        }
     }
     for n in &inactive {
         txn.message(format!("Inactive (provided by the base): {n}"));
@@ -322,6 +425,48 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
         return Ok(false);
     }
     txn.check_cancelled()?;
+
+    // Download what the package cache does not hold yet.
+    let mut downloads: Vec<LocalInput> = Vec::new();
+    if let Some(r) = &resolver {
+        let fetched = r.fetch(txn, &repo, &picks, &scratch.0.join("downloads"), req.opts.cache_only)?;
+        repo_entries.clear();
+        for f in fetched {
+            match f {
+                resolve::Fetched::Cached(e) => repo_entries.push(e),
+                resolve::Fetched::Downloaded(i) => {
+                    repo_entries.push(format!("{}:{}", i.rpm.sha256, i.rpm.nevra()));
+                    downloads.push(i);
+                }
+            }
+        }
+        active = local_active.clone();
+        active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
+    }
+    if req.opts.download_only {
+        repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
+        let imported = (|| -> Result<()> {
+            for d in &downloads {
+                txn.check_cancelled()?;
+                pkgcache::ensure(&repo, &d.rpm, txn.cancellable())?;
+            }
+            Ok(())
+        })();
+        match imported.and_then(|_| repo.commit_transaction(Some(txn.cancellable())).map(|_| ()).context("committing the package cache")) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = repo.abort_transaction(gio::Cancellable::NONE);
+                return Err(e);
+            }
+        }
+        txn.message(format!(
+            "Downloaded {} package{}; apply with the same request and --cache-only",
+            downloads.len(),
+            if downloads.len() == 1 { "" } else { "s" }
+        ));
+        return Ok(false);
+    }
+    let digest = input_digest(&base, &active, req.opts.force_replacefiles);
 
     // Build: on the source's own layered commit when the request only adds packages to it,
     // else on the base.
@@ -336,12 +481,22 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
         }
         None => (base_tree, db, Vec::new()),
     };
-    let commit = if entries.is_empty() {
+    let commit = if entries.is_empty() && requested.is_empty() {
         base.clone()
     } else {
-        let inputs: Vec<&LocalInput> = req.install_local.iter().collect();
+        let mut inputs: Vec<&LocalInput> = req.install_local.iter().collect();
+        inputs.extend(downloads.iter());
         repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
-        let plan = BuildPlan { base: &base, active: &active, prior: &prior_active, inputs: &inputs, digest: &digest, opts: &req.opts };
+        let plan = BuildPlan {
+            base: &base,
+            active: &active,
+            prior: &prior_active,
+            inputs: &inputs,
+            digest: &digest,
+            opts: &req.opts,
+            local: &local_active,
+            requested: &requested,
+        };
         let built = build(txn, &repo, &tree, db, &plan, &scratch.0);
         match built {
             Ok(c) => match repo.commit_transaction(Some(txn.cancellable())) {
@@ -369,7 +524,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
         .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
         .context("copying the origin")?;
     let refspec = origin.base_refspec().map(str::to_string);
-    if entries.is_empty() {
+    if entries.is_empty() && requested.is_empty() {
         let _ = new_origin.remove_key("origin", "baserefspec");
         if let Some(r) = &refspec {
             if origin.container_image_reference.is_none() {
@@ -377,6 +532,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
             }
         }
         let _ = new_origin.remove_key("packages", "requested-local");
+        let _ = new_origin.remove_key("packages", "requested");
         if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
             let _ = new_origin.remove_group("packages");
         }
@@ -387,12 +543,31 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest) -> Result<
                 new_origin.set_string("origin", "baserefspec", r);
             }
         }
-        new_origin.set_value("packages", "requested-local", &keyfile_list(&entries));
+        for (key, list) in [("requested-local", &entries), ("requested", &requested)] {
+            if list.is_empty() {
+                let _ = new_origin.remove_key("packages", key);
+            } else {
+                new_origin.set_value("packages", key, &keyfile_list(list));
+            }
+        }
     }
 
     let res = stage(txn, &locked, &source, &osname, &commit, &new_origin);
-    prune_cache(&locked, Some(&entries));
+    prune_cache(&locked, Some(&active));
     res?;
+    Ok(true)
+}
+
+/// `refresh-md`: sync every enabled repository's metadata (of the booted deployment's
+/// `/etc/yum.repos.d`). Returns whether anything was fetched.
+pub fn refresh_md(txn: &Transaction, path: &SysrootPath, force: bool, settings: &resolve::Settings) -> Result<bool> {
+    let locked = path.lock_for(txn)?;
+    let (source, _) = origin_source(&locked)?;
+    let etc = deployment_etc(&locked, path.path(), &source);
+    let os_release = std::fs::read_to_string(etc.join("os-release")).unwrap_or_default();
+    let freshness = if force { crate::repomd::Freshness::Force } else { crate::repomd::Freshness::Normal };
+    let n = resolve::refresh(txn, &etc, &os_release, &settings.cache_dir, freshness)?;
+    txn.message(format!("Metadata of {n} repositor{} up to date", if n == 1 { "y" } else { "ies" }));
     Ok(true)
 }
 
@@ -442,7 +617,7 @@ fn prior_build(
     let csum = source.csum().to_string();
     let (c, _) = repo.load_commit(&csum).ok()?;
     let meta = glib::VariantDict::new(Some(&c.child_value(0)));
-    let prior: Vec<String> = meta.lookup::<Vec<String>>("layerd.requested-local").ok().flatten()?;
+    let prior: Vec<String> = meta.lookup::<Vec<String>>("layerd.layered").ok().flatten()?;
     let prior_digest: String = meta.lookup::<String>("layerd.inputs").ok().flatten()?;
     let parent = ostree::commit_get_parent(&c).map(|p| p.to_string());
     let fits = parent.as_deref() == Some(base)
@@ -463,11 +638,15 @@ struct BuildPlan<'a> {
     inputs: &'a [&'a LocalInput],
     digest: &'a str,
     opts: &'a LayerOptions,
+    /// The active local entries (for the metadata).
+    local: &'a [String],
+    /// Repository requests (for the metadata).
+    requested: &'a [String],
 }
 
 /// Build the layered commit (inside an open repository transaction).
 fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::MutableTree, db: rpmdb::Rpmdb, plan: &BuildPlan<'_>, scratch: &Path) -> Result<String> {
-    let BuildPlan { base, active, prior, inputs, digest, opts } = *plan;
+    let BuildPlan { base, active, prior, inputs, digest, opts, local, requested } = *plan;
     // packages already in the starting tree first, then the ones to add
     let mut order: Vec<&String> = active.iter().filter(|e| prior.contains(e)).collect();
     order.extend(active.iter().filter(|e| !prior.contains(e)));
@@ -518,7 +697,9 @@ fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::MutableTree, db:
     let mut meta: Vec<(&str, glib::Variant)> = vec![
         ("layerd.base-commit", base.to_variant()),
         ("layerd.packages", pkgs.iter().map(|p| p.nevra.clone()).collect::<Vec<_>>().to_variant()),
-        ("layerd.requested-local", active.to_vec().to_variant()),
+        ("layerd.requested-local", local.to_vec().to_variant()),
+        ("layerd.requested", requested.to_vec().to_variant()),
+        ("layerd.layered", active.to_vec().to_variant()),
         ("layerd.inputs", digest.to_variant()),
         ("layerd.version", crate::VERSION.to_variant()),
         ("rpmostree.clientlayer", true.to_variant()),
@@ -597,6 +778,9 @@ pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) -> usize {
             for e in Origin::from_keyfile(&kf).requested_local {
                 used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
             }
+        }
+        for e in commit_meta_strs(&repo, d.csum().as_str(), "layerd.layered") {
+            used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
         }
     }
     for e in keep.unwrap_or_default() {

@@ -39,6 +39,9 @@ struct Args {
     /// Directory of the transaction journal [config: state-dir].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Directory of repository metadata and solver caches [config: cache-dir].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,9 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
         result_ttl: Duration::from_secs(args.result_ttl.or(file.result_ttl_seconds).unwrap_or(300)),
         state_dir: args.state_dir.clone().or(file.state_dir).unwrap_or(defaults.state_dir),
         wait_by_default: args.wait_by_default || file.wait_by_default.unwrap_or(false),
+        repomd_cache: args.cache_dir.clone().or(file.cache_dir.clone()).unwrap_or(defaults.cache_dir.clone()).join("repomd"),
+        cache_dir: args.cache_dir.clone().or(file.cache_dir).unwrap_or(defaults.cache_dir.clone()),
+        weak_deps: file.install_weak_deps.unwrap_or(true),
         ..defaults
     };
     let idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));

@@ -80,7 +80,12 @@ pub fn ref_name(rpm: &LocalRpm) -> String {
     } else {
         format!("{}-{}", rpm.version, rpm.release)
     };
-    format!("{REF_PREFIX}{}/{}.{}", escape(&rpm.name), escape(&evr), escape(&rpm.arch))
+    ref_for(&rpm.name, &evr, &rpm.arch)
+}
+
+/// The cache ref of `name-evr.arch` (`evr` as `[epoch:]version-release`).
+pub fn ref_for(name: &str, evr: &str, arch: &str) -> String {
+    format!("{REF_PREFIX}{}/{}.{}", escape(name), escape(evr), escape(arch))
 }
 
 fn meta_str(d: &glib::VariantDict, k: &str) -> Option<String> {

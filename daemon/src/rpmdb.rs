@@ -68,6 +68,11 @@ pub fn checkout(repo: &ostree::Repo, base: &ostree::MutableTree, base_commit: &s
 }
 
 impl Rpmdb {
+    /// The root directory holding the database (for libsolv).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn rpm(&self) -> Command {
         let mut c = Command::new("rpm");
         c.arg("--root").arg(&self.root).arg("--dbpath").arg(format!("/{}", self.rel));

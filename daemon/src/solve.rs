@@ -282,6 +282,28 @@ impl Pool {
         to_string(unsafe { ffi::pool_solvable2str(self.raw, self.solvable(p)) })
     }
 
+    /// The installed package that satisfies `request` (name, provide or path), if any.
+    pub fn installed_match(&mut self, request: &str) -> Result<Option<String>> {
+        // SAFETY: pool calls on a valid pool; queues are freed on drop.
+        unsafe {
+            ffi::pool_addfileprovides(self.raw);
+            ffi::pool_createwhatprovides(self.raw);
+        }
+        let mut sel = Queue::new();
+        let mut flags = ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES | ffi::SELECTION_CANON | ffi::SELECTION_DOTARCH | ffi::SELECTION_REL | ffi::SELECTION_INSTALLED_ONLY;
+        if request.starts_with('/') {
+            flags |= ffi::SELECTION_FILELIST;
+        }
+        let c = cstr(request)?;
+        let mut found = Queue::new();
+        // SAFETY: valid pool and queues.
+        unsafe {
+            ffi::selection_make(self.raw, &mut sel.0, c.as_ptr(), flags as i32);
+            ffi::selection_solvables(self.raw, &mut sel.0, &mut found.0);
+        }
+        Ok(found.items().first().map(|&p| self.describe(p)))
+    }
+
     /// Solve installing `requests` on top of the installed system.
     pub fn solve(&mut self, requests: &[String], opts: SolveOptions) -> Result<std::result::Result<Vec<Pick>, SolveError>> {
         // SAFETY: pool calls on a valid pool; queues and solver are freed before returning.

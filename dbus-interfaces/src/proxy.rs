@@ -31,6 +31,8 @@ pub trait Layerd1 {
     /// Create a transaction moving to the newest commit of the origin's ref (layered packages
     /// carried over).
     fn upgrade(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction downloading repository metadata.
+    fn refresh_md(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).
     fn reload(&self) -> Result<(), Error>;
     /// Count the caller as a watcher (layerd does not exit idle while it is registered).

@@ -5,6 +5,8 @@
 //!   an rpmdb written by the host's `rpm` from RPMs built here) and commits it to an ostree repo.
 //! - [`sysroot`] creates an ostree sysroot in a directory and deploys that OS.
 //! - [`bus`] runs a private system-like `dbus-daemon`.
+//! - [`yumrepo`] builds rpm-md repositories (`createrepo_c`), [`httpd`] serves them on
+//!   127.0.0.1 (and can make them fail).
 //! - [`vhost`] "boots" a deployment in bubblewrap (the deployment as `/`, the sysroot at
 //!   `/sysroot` and `/boot`, `/run/ostree-booted`, a `/proc/cmdline` with `ostree=`), runs
 //!   `layerd` inside it, and "reboots" it the way a real node does (`ostree admin
@@ -17,9 +19,11 @@ pub mod bus;
 pub mod cmd;
 pub mod demo;
 pub mod fixture;
+pub mod httpd;
 pub mod rpmbuild;
 pub mod sysroot;
 pub mod vhost;
+pub mod yumrepo;
 
 pub use fixture::{FixtureRepo, OsSpec};
 pub use vhost::VirtualHost;

@@ -42,6 +42,8 @@ pub struct RpmSpec {
     pub entries: Vec<Entry>,
     pub provides: Vec<String>,
     pub requires: Vec<String>,
+    /// Weak dependencies.
+    pub recommends: Vec<String>,
     /// Scriptlets: when, body, interpreter (default `/bin/sh`; `<lua>` for Lua).
     pub scripts: Vec<(Script, String, Option<Vec<String>>)>,
     /// `(path, user, group)` of entries not owned by root.
@@ -64,6 +66,7 @@ impl RpmSpec {
             entries: Vec::new(),
             provides: Vec::new(),
             requires: Vec::new(),
+            recommends: Vec::new(),
             scripts: Vec::new(),
             owners: Vec::new(),
             caps: Vec::new(),
@@ -111,6 +114,15 @@ impl RpmSpec {
     }
     pub fn provides(mut self, p: &str) -> Self {
         self.provides.push(p.into());
+        self
+    }
+    /// A dependency: `name` or `name >= version`.
+    pub fn requires(mut self, r: &str) -> Self {
+        self.requires.push(r.into());
+        self
+    }
+    pub fn recommends(mut self, r: &str) -> Self {
+        self.recommends.push(r.into());
         self
     }
 
@@ -181,12 +193,23 @@ impl RpmSpec {
             }
         }
         for r in &self.requires {
-            b.requires(rpm::Dependency::any(r.as_str()));
+            b.requires(dependency(r));
+        }
+        for r in &self.recommends {
+            b.recommends(dependency(r));
         }
         let pkg = b.build().with_context(|| format!("building {}", self.nevra()))?;
         let out = dir.join(format!("{}.rpm", self.nevra()));
         pkg.write_file(&out)
             .with_context(|| format!("writing {}", out.display()))?;
         Ok(out)
+    }
+}
+
+/// `name` or `name >= version` as an rpm dependency.
+fn dependency(s: &str) -> rpm::Dependency {
+    match s.split_once(" >= ") {
+        Some((n, v)) => rpm::Dependency::greater_eq(n, v),
+        None => rpm::Dependency::any(s),
     }
 }

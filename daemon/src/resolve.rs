@@ -1,0 +1,274 @@
+//! Resolving repository package requests into RPM files in the package cache.
+//!
+//! Repositories come from the merge deployment's `/etc/yum.repos.d` (with `$releasever` from
+//! the base's os-release); their metadata is synced by [`crate::repomd`], the requests are solved
+//! by [`crate::solve`] against the base's rpmdb, and the packages the solution adds are
+//! downloaded in parallel (a bounded number at a time), checked against the repository's
+//! checksum and, with `gpgcheck=1`, against the repository's signing keys. A package the
+//! package cache already holds (same NEVRA and sha256) is not downloaded again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::fetch::{Checksum, Fetcher};
+use crate::layering::LocalInput;
+use crate::pkgcache;
+use crate::repomd::{self, Freshness, Synced};
+use crate::repos::{self, Repo};
+use crate::solve::{Pick, Pool, SolveError, SolveOptions};
+use crate::txn::{Progress, Transaction};
+use crate::{ostree, rpmfile};
+
+/// Downloads running at once.
+const PARALLEL: usize = 4;
+/// RPMs larger than this are refused (matches the local-file limit).
+const MAX_RPM: u64 = rpmfile::MAX_RPM_BYTES;
+
+/// Where caches live and how to solve.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `/var/cache/layerd`: `repomd/` (metadata), `solv/` (solver caches).
+    pub cache_dir: PathBuf,
+    pub weak_deps: bool,
+    pub freshness: Freshness,
+}
+
+/// The repositories and solver for one transaction.
+pub struct Resolver {
+    repos: Vec<Repo>,
+    synced: Vec<Synced>,
+    pool: Pool,
+}
+
+/// A package of the solution: already cached (its `sha256:nevra` entry), or downloaded.
+pub enum Fetched {
+    Cached(String),
+    Downloaded(LocalInput),
+}
+
+fn enabled(repos: &[Repo]) -> Vec<&Repo> {
+    repos.iter().filter(|r| r.enabled).collect()
+}
+
+impl Resolver {
+    /// Load repositories from `etc_dir`, sync their metadata and build the solver pool with
+    /// the base's rpmdb (under `rpmdb_root`) installed.
+    pub fn open(
+        txn: &Transaction,
+        etc_dir: &Path,
+        os_release: &str,
+        rpmdb_root: &Path,
+        base_commit: &str,
+        settings: &Settings,
+        want_filelists: bool,
+    ) -> Result<Self> {
+        let arch = std::env::consts::ARCH;
+        let releasever = repos::releasever(os_release).unwrap_or_default();
+        let vars = repos::vars(arch, &releasever, etc_dir);
+        let repos = repos::load(etc_dir, &vars)?;
+        if enabled(&repos).is_empty() {
+            return Err(Error::InvalidState(
+                "no enabled repositories in /etc/yum.repos.d; add a .repo file or install local RPM files".into(),
+            ));
+        }
+        let mut synced = Vec::new();
+        txn.task("Updating metadata", || -> Result<()> {
+            for r in enabled(&repos) {
+                txn.check_cancelled()?;
+                match repomd::sync(r, &settings.cache_dir.join("repomd"), settings.freshness, want_filelists, &|| txn.is_cancelled()) {
+                    Ok(s) => synced.push(s),
+                    Err(Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e) if r.skip_if_unavailable => txn.message(format!("Skipping repository [{}]: {e}", r.id)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        let solv = settings.cache_dir.join("solv");
+        let mut pool = Pool::new(arch)?;
+        pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
+        for s in &synced {
+            pool.add_rpmmd(&s.id, &s.primary, s.filelists.as_deref(), Some(&solv.join(format!("{}-{}.solv", s.id, s.key))), s.priority)?;
+        }
+        let mut res = Resolver { repos, synced, pool };
+        res.apply_filters()?;
+        Ok(res)
+    }
+
+    /// `exclude=` / `includepkgs=` are not applied yet: refuse rather than ignore them.
+    fn apply_filters(&mut self) -> Result<()> {
+        for r in enabled(&self.repos) {
+            if !r.exclude.is_empty() || !r.includepkgs.is_empty() {
+                return Err(Error::InvalidState(format!(
+                    "repository [{}] ({}) uses exclude/includepkgs, which this layerd version does not apply yet",
+                    r.id, r.file
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base package that already satisfies `request`, if any.
+    pub fn base_provides(&mut self, request: &str) -> Result<Option<String>> {
+        self.pool.installed_match(request)
+    }
+
+    /// Solve `requests`; errors name what is missing or which base packages would change.
+    pub fn solve(&mut self, requests: &[String], weak_deps: bool) -> Result<Vec<Pick>> {
+        match self.pool.solve(requests, SolveOptions { weak_deps })? {
+            Ok(p) => Ok(p),
+            Err(e @ SolveError::Missing(_)) => Err(Error::InvalidArgument(e.to_string())),
+            Err(e) => Err(Error::InvalidState(e.to_string())),
+        }
+    }
+
+    /// Bring every pick into reach: cached ones by entry, others downloaded into `dir` and
+    /// checked. Progress goes to the transaction.
+    pub fn fetch(&self, txn: &Transaction, repo: &ostree::Repo, picks: &[Pick], dir: &Path, cache_only: bool) -> Result<Vec<Fetched>> {
+        let mut out: Vec<Option<Fetched>> = Vec::new();
+        let mut todo: Vec<(usize, &Pick)> = Vec::new();
+        for (i, p) in picks.iter().enumerate() {
+            let sha = p.checksum.as_ref().filter(|(k, _)| k == "sha256").map(|(_, h)| h.clone());
+            let cached = match &sha {
+                Some(sha) => pkgcache::find(repo, &pkgcache::ref_for(&p.name, &p.evr, &p.arch), sha)?,
+                None => None,
+            };
+            match cached {
+                Some(c) => out.push(Some(Fetched::Cached(c.origin_entry()))),
+                None => {
+                    out.push(None);
+                    todo.push((i, p));
+                }
+            }
+        }
+        if todo.is_empty() {
+            return Ok(out.into_iter().flatten().collect());
+        }
+        if cache_only {
+            let names: Vec<String> = todo.iter().map(|(_, p)| p.nevra()).collect();
+            return Err(Error::InvalidState(format!(
+                "--cache-only: not downloaded yet: {} (run the same request with --download-only first)",
+                names.join(", ")
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::Failed(format!("creating {}: {e}", dir.display())))?;
+        let total_bytes: u64 = todo.iter().map(|(_, p)| p.download_size).sum();
+        let total_pkgs = todo.len() as u64;
+        txn.message(format!("Downloading {total_pkgs} package{} ({})", if total_pkgs == 1 { "" } else { "s" }, human(total_bytes)));
+        let bytes = AtomicU64::new(0);
+        let done = AtomicU64::new(0);
+        let results: Mutex<Vec<(usize, Result<LocalInput>)>> = Mutex::new(Vec::new());
+        let queue = Mutex::new(todo.clone());
+        let repos = &self.repos;
+        let report = || {
+            txn.progress(Progress {
+                text: "Downloading packages".into(),
+                bytes_done: bytes.load(Ordering::Relaxed),
+                bytes_total: total_bytes,
+                items_done: done.load(Ordering::Relaxed),
+                items_total: total_pkgs,
+            })
+        };
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL.min(todo.len()) {
+                s.spawn(|| loop {
+                    let next = queue.lock().map(|mut q| q.pop()).ok().flatten();
+                    let Some((i, p)) = next else { break };
+                    let r = download_one(repos, txn, p, dir, &|n| {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    });
+                    if r.is_err() {
+                        // stop the others early: the transaction fails anyway
+                        if let Ok(mut q) = queue.lock() {
+                            q.clear();
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    report();
+                    if let Ok(mut v) = results.lock() {
+                        v.push((i, r));
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_default();
+        results.sort_by_key(|(i, _)| *i);
+        for (i, r) in results {
+            out[i] = Some(Fetched::Downloaded(r?));
+        }
+        if out.iter().any(Option::is_none) {
+            return Err(Error::Failed("some downloads did not run".into()));
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Ids of the repositories whose metadata is loaded.
+    pub fn repo_ids(&self) -> Vec<String> {
+        self.synced.iter().map(|s| s.id.clone()).collect()
+    }
+}
+
+/// Download one package, check it, read it.
+fn download_one(repos: &[Repo], txn: &Transaction, p: &Pick, dir: &Path, on_bytes: &dyn Fn(u64)) -> Result<LocalInput> {
+        let repo = repos.iter().find(|r| r.id == p.repo).ok_or_else(|| Error::Failed(format!("solution names unknown repository {}", p.repo)))?;
+        let fetcher = Fetcher::new(repo)?;
+        let checksum = p.checksum.as_ref().map(|(k, h)| Checksum::new(k, h));
+        if checksum.is_none() {
+            return Err(Error::Failed(format!("repository [{}] gives no checksum for {}", repo.id, p.nevra())));
+        }
+        let file_name = p.location.rsplit('/').next().unwrap_or(&p.location).to_string();
+        let dest = dir.join(&file_name);
+        fetcher.download(&p.location, &dest, MAX_RPM, checksum.as_ref(), &|| txn.is_cancelled(), on_bytes)?;
+        let f = std::fs::File::open(&dest).map_err(|e| Error::Failed(format!("reading {}: {e}", dest.display())))?;
+        let rpm = rpmfile::read(&format!("{} (from [{}])", p.nevra(), repo.id), f, std::env::consts::ARCH)?;
+        if rpm.nevra() != p.nevra() {
+            return Err(Error::InvalidArgument(format!(
+                "repository [{}]: {} is really {} (metadata and package disagree)",
+                repo.id,
+                p.location,
+                rpm.nevra()
+            )));
+        }
+        if repo.gpgcheck {
+            crate::gpg::verify(repo, &rpm, &dest)?;
+        }
+        let _ = std::fs::remove_file(&dest);
+        Ok(LocalInput { label: p.nevra(), rpm: Arc::new(rpm) })
+}
+
+/// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
+pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
+    let releasever = repos::releasever(os_release).unwrap_or_default();
+    let vars = repos::vars(std::env::consts::ARCH, &releasever, etc_dir);
+    let repos = repos::load(etc_dir, &vars)?;
+    let mut n = 0;
+    for r in enabled(&repos) {
+        txn.check_cancelled()?;
+        txn.task(&format!("Updating metadata of [{}]", r.id), || {
+            repomd::sync(r, &cache_dir.join("repomd"), freshness, false, &|| txn.is_cancelled())
+        })?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::InvalidState("no enabled repositories in /etc/yum.repos.d".into()));
+    }
+    Ok(n)
+}
+
+/// Bytes for humans.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,182 @@
+//! Issue 5: repository packages — .repo files, metadata, libsolv, downloads.
+
+use layerd_tests::httpd::Httpd;
+use layerd_tests::rpmbuild::{Entry, RpmSpec, Script};
+use layerd_tests::yumrepo::{repo_file, YumRepo};
+use layerd_tests::VirtualHost;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The field's troubleshooting tools with a real-looking dependency chain: tcpdump needs
+/// libpcap's soname, libpcap needs the base glibc's; plus a package that would need a newer
+/// glibc than the base has, and the newer glibc itself.
+fn tools() -> Vec<RpmSpec> {
+    let bin = |name: &str| Entry::file(&format!("/usr/bin/{name}"), format!("#!/bin/sh\necho {name}\n"), 0o755);
+    vec![
+        RpmSpec::new("libpcap", "1.10.0")
+            .entry(Entry::file("/usr/lib64/libpcap.so.1", "elf", 0o755))
+            .provides("libpcap.so.1()(64bit)")
+            .requires("libc.so.6()(64bit)"),
+        RpmSpec::new("tcpdump", "4.99.0").entry(bin("tcpdump")).requires("libpcap.so.1()(64bit)"),
+        RpmSpec::new("iperf3", "3.9").entry(bin("iperf3")).requires("/bin/sh").recommends("iperf3-docs"),
+        RpmSpec::new("iperf3-docs", "3.9").entry(Entry::file("/usr/share/doc/iperf3/README", "docs", 0o644)),
+        RpmSpec::new("lshw", "B.02.19").entry(bin("lshw")),
+        RpmSpec::new("numactl", "2.0.16")
+            .entry(bin("numactl"))
+            .script(Script::Post, "echo numactl-post > /usr/share/numactl.post"),
+        RpmSpec::new("glibc", "3.0").entry(Entry::dir("/usr/lib64", 0o755)).provides("libc.so.6()(64bit)"),
+        RpmSpec::new("needs-new-glibc", "1").entry(bin("needs-new-glibc")).requires("glibc >= 3.0"),
+    ]
+}
+
+/// A booted host with the tools repository served over http and configured in /etc.
+fn host_with_repo(name: &str) -> (VirtualHost, YumRepo, Httpd) {
+    let h = booted_host(name);
+    let repo = YumRepo::create(&h.dir.join("yumrepo"), &tools()).unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    write_repo(&h, &repo_file("fixture-tools", &httpd.url(), ""));
+    (h, repo, httpd)
+}
+
+fn write_repo(h: &VirtualHost, text: &str) {
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/yum.repos.d && printf '%s' '{text}' > /etc/yum.repos.d/fixture.repo")])
+        .unwrap();
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    let mut v: Vec<String> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn rpm_q(h: &VirtualHost, names: &[&str]) -> std::process::Output {
+    let mut a = vec!["/usr/bin/rpm", "--dbpath", "/usr/share/rpm", "-q"];
+    a.extend_from_slice(names);
+    h.exec(&a).unwrap()
+}
+
+#[test]
+fn install_tools_from_a_repository_reboot_upgrade_uninstall() {
+    let (mut h, _repo, httpd) = host_with_repo("repo-install");
+    let out = h.layerctl_ok(&["install", "tcpdump", "iperf3", "lshw", "numactl"]).unwrap();
+    assert!(out.contains("Adding: libpcap-1.10.0-1.x86_64 (fixture-tools"), "dependencies are listed with their repository: {out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    assert_eq!(d["staged"], true);
+    assert_eq!(strs(&d["requested-packages"]), ["iperf3", "lshw", "numactl", "tcpdump"]);
+    let pkgs = strs(&d["packages"]);
+    for p in ["tcpdump-4.99.0-1.x86_64", "libpcap-1.10.0-1.x86_64", "iperf3-3.9-1.x86_64", "iperf3-docs-3.9-1.x86_64", "numactl-2.0.16-1.x86_64"] {
+        assert!(pkgs.contains(&p.to_string()), "{p} layered (weak dependencies too): {pkgs:?}");
+    }
+    assert!(!pkgs.iter().any(|p| p.starts_with("glibc")), "the base glibc satisfies libpcap: {pkgs:?}");
+    assert!(httpd.requests().iter().any(|r| r.ends_with("tcpdump-4.99.0-1.x86_64.rpm")), "downloaded over http");
+    let human = h.layerctl_ok(&["status"]).unwrap();
+    assert!(human.contains("LayeredPackages: tcpdump iperf3 lshw numactl"), "{human}");
+
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["tcpdump"]).unwrap(), "tcpdump\n");
+    assert_eq!(h.exec_ok(&["cat", "/usr/share/numactl.post"]).unwrap(), "numactl-post\n");
+    let q = rpm_q(&h, &["tcpdump", "libpcap", "iperf3", "lshw", "numactl", "glibc"]);
+    assert!(q.status.success(), "{}", stdout(&q));
+    assert!(stdout(&q).contains("glibc-2.38-1.x86_64"), "the base glibc is untouched: {}", stdout(&q));
+
+    // a new base: the requests are re-resolved and come back
+    h.publish(&layerd_tests::fixture::OsSpec::new("2.0")).unwrap();
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    h.reboot().unwrap();
+    assert!(h.exec_ok(&["grep", "VERSION_ID=2.0", "/usr/lib/os-release"]).is_ok());
+    assert_eq!(h.exec_ok(&["tcpdump"]).unwrap(), "tcpdump\n");
+
+    // uninstall: the dependency goes with it
+    h.layerctl_ok(&["uninstall", "tcpdump"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(strs(&s["deployments"][0]["requested-packages"]), ["iperf3", "lshw", "numactl"]);
+    assert!(!strs(&s["deployments"][0]["packages"]).iter().any(|p| p.starts_with("libpcap")));
+    h.reboot().unwrap();
+    assert!(!rpm_q(&h, &["libpcap"]).status.success());
+    assert!(h.exec(&["test", "-e", "/usr/bin/tcpdump"]).map(|o| !o.status.success()).unwrap());
+}
+
+#[test]
+fn solver_errors_are_clear_and_change_nothing() {
+    let (h, _repo, _httpd) = host_with_repo("repo-errors");
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["install", "nope", "tcpdump", "alsonope"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("no package provides: nope, alsonope"), "{}", stderr(&e));
+    let e = h.layerctl(&["install", "needs-new-glibc"]).unwrap();
+    assert!(stderr(&e).contains("glibc-2.38-1.x86_64 would be upgraded"), "base packages are named: {}", stderr(&e));
+    let e = h.layerctl(&["install", "busybox"]).unwrap();
+    assert!(stderr(&e).contains("busybox is already provided by the base (busybox-1.35.0-1.x86_64)"), "{}", stderr(&e));
+    let out = h.layerctl_ok(&["install", "--dry-run", "tcpdump"]).unwrap();
+    assert!(out.contains("Adding: tcpdump-4.99.0-1.x86_64 (fixture-tools"), "{out}");
+    assert!(out.contains("Adding: libpcap-1.10.0-1.x86_64"), "{out}");
+    assert_eq!(h.ostree_admin_status().unwrap(), before, "nothing staged");
+    // malformed repository files name the file and line
+    write_repo(&h, "[broken]\nbaseurl=http://x/\ngpgcheck=perhaps\n");
+    let e = h.layerctl(&["install", "tcpdump"]).unwrap();
+    assert!(stderr(&e).contains("/etc/yum.repos.d/fixture.repo:3: gpgcheck=perhaps is not a boolean"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    // --allow-inactive records a request the base satisfies without layering anything
+    let (h2, _r2, _d2) = host_with_repo("repo-inactive");
+    h2.layerctl_ok(&["install", "--allow-inactive", "busybox"]).unwrap();
+    let s = h2.status_json().unwrap();
+    assert_eq!(strs(&s["deployments"][0]["requested-packages"]), ["busybox"]);
+    assert!(strs(&s["deployments"][0]["packages"]).is_empty());
+}
+
+#[test]
+fn metadata_cache_refresh_download_only_cache_only_and_failures() {
+    let (h, repo, httpd) = host_with_repo("repo-cache");
+    h.layerctl_ok(&["refresh-md"]).unwrap();
+    assert!(httpd.requests().iter().any(|r| r == "/repodata/repomd.xml"));
+    httpd.clear_log();
+    // fresh cache: no metadata request
+    h.layerctl_ok(&["install", "--dry-run", "lshw"]).unwrap();
+    assert!(!httpd.requests().iter().any(|r| r.contains("repodata")), "{:?}", httpd.requests());
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+    assert!(httpd.requests().iter().any(|r| r == "/repodata/repomd.xml"), "-f refetches");
+
+    // a repository going away mid-download fails cleanly
+    let before = h.ostree_admin_status().unwrap();
+    httpd.cut_after(10);
+    let e = h.layerctl(&["install", "tcpdump"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("repository [fixture-tools]: downloading") && stderr(&e).contains(".rpm failed"), "{}", stderr(&e));
+    httpd.cut_after(0);
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+
+    // prepared online, applied offline
+    h.layerctl_ok(&["install", "--download-only", "tcpdump"]).unwrap();
+    assert_eq!(h.ostree_admin_status().unwrap(), before, "download-only stages nothing");
+    httpd.set_down(true);
+    httpd.clear_log();
+    let out = h.layerctl_ok(&["install", "--cache-only", "tcpdump"]).unwrap();
+    assert!(out.contains("tcpdump"), "{out}");
+    assert!(httpd.requests().is_empty(), "no network with --cache-only: {:?}", httpd.requests());
+    let s = h.status_json().unwrap();
+    assert!(strs(&s["deployments"][0]["packages"]).contains(&"tcpdump-4.99.0-1.x86_64".to_string()));
+    // a package not in the cache, with the repository down: a clear error, nothing changed
+    let staged = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["install", "lshw"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("repository [fixture-tools]: downloading lshw-B.02.19-1.x86_64.rpm failed"), "{}", stderr(&e));
+    assert!(stderr(&e).contains("HTTP 503"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), staged);
+    drop(repo);
+}
+
+#[test]
+fn file_repository_and_identical_request() {
+    let h = booted_host("repo-file");
+    // the repository inside the sysroot directory, reached as file:///sysroot/...
+    let repo = YumRepo::create(&h.sysroot.path.join("yumrepo"), &tools()).unwrap();
+    assert!(repo.dir.exists());
+    write_repo(&h, &repo_file("local", "file:///sysroot/yumrepo", ""));
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
+    let again = h.layerctl(&["install", "--idempotent", "--unchanged-exit-77", "lshw"]).unwrap();
+    assert_eq!(again.status.code(), Some(77), "{}{}", stdout(&again), stderr(&again));
+    let e = h.layerctl(&["install", "lshw"]).unwrap();
+    assert!(stderr(&e).contains("lshw is already requested"), "{}", stderr(&e));
+}
