@@ -111,10 +111,8 @@ impl LayerRequest {
                 return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
             }
         }
-        if (self.opts.cache_only || self.opts.download_only) && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all {
-            if !self.install_local.is_empty() {
-                return Err(Error::InvalidArgument("--cache-only and --download-only apply to repository packages".into()));
-            }
+        if self.opts.download_only && self.install.is_empty() && !self.upgrade {
+            return Err(Error::InvalidArgument("--download-only applies to repository packages; name some".into()));
         }
         let mut seen = HashSet::new();
         for i in &self.install_local {

@@ -100,7 +100,6 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
         repomd_cache: args.cache_dir.clone().or(file.cache_dir.clone()).unwrap_or(defaults.cache_dir.clone()).join("repomd"),
         cache_dir: args.cache_dir.clone().or(file.cache_dir).unwrap_or(defaults.cache_dir.clone()),
         weak_deps: file.install_weak_deps.unwrap_or(true),
-        ..defaults
     };
     let idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));
     let engine = Engine::new(sysroot.clone(), config);
