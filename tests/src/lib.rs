@@ -19,6 +19,7 @@ pub mod bus;
 pub mod cmd;
 pub mod demo;
 pub mod fixture;
+pub mod gpgkeys;
 pub mod httpd;
 pub mod rpmbuild;
 pub mod sysroot;

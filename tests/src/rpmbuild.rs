@@ -54,6 +54,8 @@ pub struct RpmSpec {
     pub file_triggers: Vec<(bool, String, String)>,
     /// `(path, set)`: regular files of one set are hardlinks of each other in the payload.
     pub hardlinks: Vec<(String, String)>,
+    /// An ASCII-armoured secret key to sign the package with.
+    pub signing_key: Option<Vec<u8>>,
 }
 
 impl RpmSpec {
@@ -72,7 +74,13 @@ impl RpmSpec {
             caps: Vec::new(),
             file_triggers: Vec::new(),
             hardlinks: Vec::new(),
+            signing_key: None,
         }
+    }
+    /// Sign with this ASCII-armoured secret key.
+    pub fn signed_with(mut self, secret: &[u8]) -> Self {
+        self.signing_key = Some(secret.to_vec());
+        self
     }
     /// Make `path` a member of hardlink set `set` (all members need the same content).
     pub fn hardlink(mut self, path: &str, set: &str) -> Self {
@@ -198,7 +206,12 @@ impl RpmSpec {
         for r in &self.recommends {
             b.recommends(dependency(r));
         }
-        let pkg = b.build().with_context(|| format!("building {}", self.nevra()))?;
+        let pkg = match &self.signing_key {
+            Some(k) => b
+                .build_and_sign(rpm::signature::pgp::Signer::from_asc_bytes(k)?)
+                .with_context(|| format!("building and signing {}", self.nevra()))?,
+            None => b.build().with_context(|| format!("building {}", self.nevra()))?,
+        };
         let out = dir.join(format!("{}.rpm", self.nevra()));
         pkg.write_file(&out)
             .with_context(|| format!("writing {}", out.display()))?;

@@ -180,3 +180,32 @@ fn file_repository_and_identical_request() {
     let e = h.layerctl(&["install", "lshw"]).unwrap();
     assert!(stderr(&e).contains("lshw is already requested"), "{}", stderr(&e));
 }
+
+#[test]
+fn gpgcheck_accepts_good_signatures_and_refuses_bad_and_missing_ones() {
+    let h = booted_host("repo-gpg");
+    let good = layerd_tests::gpgkeys::generate(&h.dir, "Fixture Signing <good@example.com>").unwrap();
+    let other = layerd_tests::gpgkeys::generate(&h.dir, "Someone Else <other@example.com>").unwrap();
+    let keys = h.sysroot.path.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("fixture.asc"), &good.public).unwrap();
+    let bin = |name: &str| Entry::file(&format!("/usr/bin/{name}"), "x", 0o755);
+    let repo = YumRepo::create(
+        &h.dir.join("signed"),
+        &[
+            RpmSpec::new("signed-good", "1").entry(bin("signed-good")).signed_with(&good.secret),
+            RpmSpec::new("signed-bad", "1").entry(bin("signed-bad")).signed_with(&other.secret),
+            RpmSpec::new("unsigned", "1").entry(bin("unsigned")),
+        ],
+    )
+    .unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    write_repo(&h, &repo_file("signed", &httpd.url(), "gpgcheck=1\ngpgkey=file:///sysroot/keys/fixture.asc\n").replace("gpgcheck=0\n", ""));
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["install", "signed-bad"]).unwrap();
+    assert!(stderr(&e).contains("signed-bad-1-1.x86_64 from repository [signed] has no valid signature"), "{}", stderr(&e));
+    let e = h.layerctl(&["install", "unsigned"]).unwrap();
+    assert!(stderr(&e).contains("unsigned-1-1.x86_64 from repository [signed] is not signed"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    h.layerctl_ok(&["install", "signed-good"]).unwrap();
+}
