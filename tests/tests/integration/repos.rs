@@ -209,3 +209,37 @@ fn gpgcheck_accepts_good_signatures_and_refuses_bad_and_missing_ones() {
     assert_eq!(h.ostree_admin_status().unwrap(), before);
     h.layerctl_ok(&["install", "signed-good"]).unwrap();
 }
+
+#[test]
+fn hostile_metadata_is_refused_and_mirrors_fall_back() {
+    let h = booted_host("repo-hostile");
+    let repo = YumRepo::create(&h.dir.join("hostile"), &tools()).unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    // the first base URL is dead: the second serves
+    write_repo(&h, &repo_file("mirrors", &format!("http://127.0.0.1:9/dead/\n  {}", httpd.url()), ""));
+    h.layerctl_ok(&["install", "--dry-run", "lshw"]).unwrap();
+    let before = h.ostree_admin_status().unwrap();
+    // a primary whose bytes do not match repomd.xml's checksum
+    let primary = std::fs::read_dir(repo.dir.join("repodata")).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with("primary.xml.gz")).unwrap();
+    let mut bytes = std::fs::read(&primary).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff; // same size, different content
+    std::fs::write(&primary, &bytes).unwrap();
+    h.layerctl_ok(&["cleanup", "-m"]).unwrap(); // the good copy is cached: drop it
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("repository [mirrors]") && stderr(&e).contains("checksum mismatch"), "{}", stderr(&e));
+    // entity declarations in repomd.xml
+    std::fs::write(repo.dir.join("repodata/repomd.xml"), "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"aaaa\">]><repomd>&a;</repomd>").unwrap();
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(stderr(&e).contains("repomd.xml is not valid rpm-md metadata") && stderr(&e).contains("DOCTYPE"), "{}", stderr(&e));
+    // an enormous repomd.xml
+    std::fs::write(repo.dir.join("repodata/repomd.xml"), vec![b' '; 17 << 20]).unwrap();
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(stderr(&e).contains("more than the 16777216 bytes allowed"), "{}", stderr(&e));
+    // repo_gpgcheck is refused, not ignored
+    write_repo(&h, &repo_file("mirrors", &httpd.url(), "repo_gpgcheck=1\n"));
+    let e = h.layerctl(&["install", "lshw"]).unwrap();
+    assert!(stderr(&e).contains("repo_gpgcheck=1"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+}
