@@ -93,6 +93,10 @@ impl Resolver {
         for s in &synced {
             pool.add_rpmmd(&s.id, &s.primary, s.filelists.as_deref(), Some(&solv.join(format!("{}-{}.solv", s.id, s.key))), s.priority)?;
         }
+        for r in enabled(&repos) {
+            pool.filter_repo(&r.id, &r.exclude, false)?;
+            pool.filter_repo(&r.id, &r.includepkgs, true)?;
+        }
         Ok(Resolver { repos, synced, pool })
     }
 
@@ -224,20 +228,13 @@ fn download_one(repos: &[Repo], txn: &Transaction, p: &Pick, dir: &Path, on_byte
         Ok(LocalInput { label: p.nevra(), rpm: Arc::new(rpm) })
 }
 
-/// `exclude=` / `includepkgs=` and `repo_gpgcheck=` are not implemented yet: refuse rather than
-/// silently ignore them (one would install what the admin excluded, the other skip a check
-/// the admin asked for). Checked before any network access.
+/// `repo_gpgcheck=` is not implemented yet: refuse rather than silently skip a check the admin
+/// asked for. Checked before any network access.
 fn check_supported(repos: &[Repo]) -> Result<()> {
     for r in enabled(repos) {
         if r.repo_gpgcheck {
             return Err(Error::InvalidState(format!(
                 "repository [{}] ({}) sets repo_gpgcheck=1; this layerd version cannot verify repository metadata signatures yet",
-                r.id, r.file
-            )));
-        }
-        if !r.exclude.is_empty() || !r.includepkgs.is_empty() {
-            return Err(Error::InvalidState(format!(
-                "repository [{}] ({}) uses exclude/includepkgs, which this layerd version does not apply yet",
                 r.id, r.file
             )));
         }

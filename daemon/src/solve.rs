@@ -245,6 +245,66 @@ impl Pool {
         Ok(())
     }
 
+    /// Apply a repository's `exclude=` (or, with `include_only`, `includepkgs=`) globs: the
+    /// packages left out can never be installed from it.
+    pub fn filter_repo(&mut self, repo_id: &str, patterns: &[String], include_only: bool) -> Result<()> {
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: whatprovides must exist for selections.
+        unsafe { ffi::pool_createwhatprovides(self.raw) };
+        let mut matched = std::collections::HashSet::new();
+        for pat in patterns {
+            let c = cstr(pat)?;
+            let mut sel = Queue::new();
+            let mut found = Queue::new();
+            let flags = ffi::SELECTION_NAME | ffi::SELECTION_GLOB | ffi::SELECTION_DOTARCH | ffi::SELECTION_CANON;
+            // SAFETY: valid pool and queues.
+            unsafe {
+                ffi::selection_make(self.raw, &mut sel.0, c.as_ptr(), flags as i32);
+                ffi::selection_solvables(self.raw, &mut sel.0, &mut found.0);
+            }
+            matched.extend(found.items().iter().copied());
+        }
+        // SAFETY: solvable ids 2..nsolvables are valid; repo names are pool-owned strings.
+        let n = unsafe { (*self.raw).nsolvables };
+        for p in 2..n {
+            let s = self.solvable(p);
+            let repo = unsafe { (*s).repo };
+            if repo.is_null() || to_string(unsafe { (*repo).name }) != repo_id {
+                continue;
+            }
+            if matched.contains(&p) != include_only {
+                self.hide(p);
+            }
+        }
+        // SAFETY: whatprovides must be rebuilt after the considered map changed.
+        unsafe { ffi::pool_createwhatprovides(self.raw) };
+        Ok(())
+    }
+
+    /// Make a solvable invisible to requests and dependencies (as dnf's excludes do), through
+    /// the pool's `considered` map, created on first use with every solvable in it (freed in
+    /// `Drop`).
+    fn hide(&mut self, p: ffi::Id) {
+        // SAFETY: the map is allocated with libsolv's allocator (pool_free releases it with
+        // solv_free) and sized for every solvable; p < nsolvables.
+        unsafe {
+            let pool = &mut *self.raw;
+            if pool.considered.is_null() {
+                let m = ffi::solv_calloc(1, std::mem::size_of::<ffi::Map>()) as *mut ffi::Map;
+                ffi::map_init(m, pool.nsolvables);
+                std::ptr::write_bytes((*m).map, 0xff, (*m).size as usize);
+                pool.considered = m;
+            }
+            let m = &mut *pool.considered;
+            let byte = (p >> 3) as usize;
+            if byte < m.size as usize {
+                *m.map.add(byte) &= !(1u8 << (p & 7));
+            }
+        }
+    }
+
     fn solvable(&self, p: ffi::Id) -> *mut ffi::Solvable {
         // SAFETY: p is a valid solvable id of this pool (pool_id2solvable).
         unsafe { (*self.raw).solvables.add(p as usize) }
@@ -335,6 +395,7 @@ impl Pool {
         if !missing.is_empty() {
             return Ok(Err(SolveError::Missing(missing)));
         }
+
         // SAFETY: the solver is created, used and freed here.
         unsafe {
             let solver = ffi::solver_create(self.raw);
@@ -387,8 +448,17 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: we own the pool.
-        unsafe { ffi::pool_free(self.raw) };
+        // SAFETY: we own the pool; the considered map (if any) was allocated by us with
+        // libsolv's allocator and is released here, before the pool, so it is freed once.
+        unsafe {
+            let m = (*self.raw).considered;
+            if !m.is_null() {
+                (*self.raw).considered = std::ptr::null_mut();
+                ffi::map_free(m);
+                ffi::solv_free(m.cast());
+            }
+            ffi::pool_free(self.raw)
+        };
     }
 }
 
@@ -479,6 +549,20 @@ mod tests {
         let mut p = pool(&root, &primary, &filelists, None);
         let got = p.solve(&["/usr/bin/tcpdump".into()], SolveOptions::default()).unwrap().unwrap();
         assert_eq!(names(&got), ["libpcap-1.10-1.x86_64", "tcpdump-4.99-1.x86_64"]);
+    }
+
+    #[test]
+    fn excludes_and_includepkgs() {
+        let (_d, root, primary, filelists) = setup();
+        let mut p = pool(&root, &primary, &filelists, None);
+        p.filter_repo("fixture", &["libp*".into()], false).unwrap();
+        let e = p.solve(&["tcpdump".into()], SolveOptions::default()).unwrap().unwrap_err().to_string();
+        assert!(e.contains("nothing provides libpcap.so.1()(64bit) needed by tcpdump"), "the excluded dependency is invisible: {e}");
+        let mut p = pool(&root, &primary, &filelists, None);
+        p.filter_repo("fixture", &["tcpdump".into(), "libpcap".into()], true).unwrap();
+        assert_eq!(names(&p.solve(&["tcpdump".into()], SolveOptions::default()).unwrap().unwrap()).len(), 2);
+        let e = p.solve(&["needsnewlibc".into()], SolveOptions::default()).unwrap().unwrap_err().to_string();
+        assert_eq!(e, "no package provides: needsnewlibc", "outside includepkgs is invisible");
     }
 
     #[test]
