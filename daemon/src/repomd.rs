@@ -122,6 +122,108 @@ pub enum Freshness {
     CacheOnly,
 }
 
+/// The mirror list a `mirrorlist=`/`metalink=` resolved to, kept next to the metadata so
+/// packages can be downloaded (and `--cache-only` works) without asking again.
+const MIRRORS: &str = "mirrors";
+
+/// `repo` with its base URLs: its own `baseurl`s, else the mirrors its `metalink=` or
+/// `mirrorlist=` names (fetched now), plus the repomd.xml checksums a metalink gives.
+fn resolve_mirrors(repo: &Repo, dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<(Repo, Vec<Checksum>)> {
+    if !repo.baseurls.is_empty() {
+        return Ok((repo.clone(), Vec::new()));
+    }
+    let (url, is_metalink) = match (&repo.metalink, &repo.mirrorlist) {
+        (Some(m), _) => (m.clone(), true),
+        (None, Some(m)) => (m.clone(), false),
+        (None, None) => return Err(Error::InvalidArgument(format!("repository [{}] has no baseurl, mirrorlist or metalink", repo.id))),
+    };
+    let bad = |what: String| Error::Failed(format!("repository [{}]: {what}", repo.id));
+    // fetch the list itself from its own URL
+    let (base, file) = url.rsplit_once('/').ok_or_else(|| bad(format!("{url} is not a URL")))?;
+    let list_repo = Repo { baseurls: vec![base.to_string()], ..repo.clone() };
+    let tmp = dir.join("mirrorlist.new");
+    Fetcher::new(&list_repo)?.download(file, &tmp, 4 << 20, None, cancelled, &|_| {})?;
+    let text = std::fs::read_to_string(&tmp).map_err(|e| bad(format!("reading {url}: {e}")))?;
+    let _ = std::fs::remove_file(&tmp);
+    let (urls, hashes) = if is_metalink { parse_metalink(&text).map_err(|e| bad(format!("metalink {url}: {e}")))? } else { (parse_mirrorlist(&text), Vec::new()) };
+    if urls.is_empty() {
+        return Err(bad(format!("{url} lists no usable mirrors")));
+    }
+    let _ = std::fs::write(dir.join(MIRRORS), urls.join("\n"));
+    Ok((Repo { baseurls: urls, ..repo.clone() }, hashes))
+}
+
+/// `repo` with base URLs for downloading packages: its own, or the mirrors cached by the last
+/// metadata sync.
+pub fn with_mirrors(repo: &Repo, cache_root: &Path) -> Repo {
+    if !repo.baseurls.is_empty() {
+        return repo.clone();
+    }
+    let urls = std::fs::read_to_string(cache_root.join(&repo.id).join(MIRRORS))
+        .map(|t| t.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default();
+    Repo { baseurls: urls, ..repo.clone() }
+}
+
+/// A mirrorlist: one base URL per line, `#` comments.
+fn parse_mirrorlist(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| l.starts_with("http://") || l.starts_with("https://") || l.starts_with("file://"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A metalink for repomd.xml: the mirrors' base URLs (the `<url>`s without
+/// `repodata/repomd.xml`, by preference) and the repomd.xml hashes.
+fn parse_metalink(text: &str) -> std::result::Result<(Vec<String>, Vec<Checksum>), String> {
+    let mut r = quick_xml::Reader::from_str(text);
+    r.config_mut().trim_text(true);
+    let mut urls: Vec<(u32, String)> = Vec::new();
+    let mut hashes = Vec::new();
+    let mut in_url: Option<u32> = None;
+    let mut in_hash: Option<String> = None;
+    loop {
+        match r.read_event().map_err(|e| e.to_string())? {
+            Event::DocType(_) => return Err("has a DOCTYPE (entity declarations are not accepted)".into()),
+            Event::Start(e) => {
+                let attr = |k: &str| {
+                    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == k.as_bytes()).map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                };
+                match e.local_name().as_ref() {
+                    b"url" => in_url = Some(attr("preference").and_then(|p| p.parse().ok()).unwrap_or(0)),
+                    b"hash" => in_hash = attr("type"),
+                    _ => {}
+                }
+            }
+            Event::Text(t) => {
+                let v = t.decode().map_err(|e| e.to_string())?.trim().to_string();
+                if let Some(pref) = in_url {
+                    if let Some(base) = v.strip_suffix("repodata/repomd.xml") {
+                        if base.starts_with("http://") || base.starts_with("https://") {
+                            urls.push((pref, base.to_string()));
+                        }
+                    }
+                }
+                if let Some(k) = &in_hash {
+                    if matches!(k.as_str(), "sha256" | "sha512") {
+                        hashes.push(Checksum::new(k, &v));
+                    }
+                }
+            }
+            Event::End(_) => {
+                in_url = None;
+                in_hash = None;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    urls.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok((urls.into_iter().map(|(_, u)| u).collect(), hashes))
+}
+
 fn file_name(location: &str) -> &str {
     location.rsplit('/').next().unwrap_or(location)
 }
@@ -150,13 +252,19 @@ pub fn sync(repo: &Repo, cache_root: &Path, freshness: Freshness, want_filelists
         v
     };
     let md = if fetch {
-        if repo.baseurls.is_empty() {
-            return Err(bad("mirrorlist and metalink are not supported yet; give a baseurl".into()));
-        }
         std::fs::create_dir_all(&dir).map_err(|e| bad(format!("creating {}: {e}", dir.display())))?;
+        let (mirrored, repomd_hashes) = resolve_mirrors(repo, &dir, cancelled)?;
+        let repo = &mirrored;
         let fetcher = Fetcher::new(repo)?;
         let tmp = dir.join("repomd.xml.new");
         fetcher.download("repodata/repomd.xml", &tmp, MAX_REPOMD, None, cancelled, &|_| {})?;
+        if !repomd_hashes.is_empty() {
+            let ok = repomd_hashes.iter().any(|h| h.of_file(&tmp).is_ok_and(|got| got == h.hex));
+            if !ok {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(bad("repomd.xml does not match the checksum the metalink gives (a stale or tampered mirror)".into()));
+            }
+        }
         let bytes = std::fs::read(&tmp).map_err(|e| bad(format!("reading repomd.xml: {e}")))?;
         let md = parse(&bytes).map_err(|e| bad(format!("repomd.xml is not valid rpm-md metadata: {e}")))?;
         for e in needs(&md) {
@@ -173,7 +281,7 @@ pub fn sync(repo: &Repo, cache_root: &Path, freshness: Freshness, want_filelists
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for f in rd.flatten() {
                 let n = f.file_name().to_string_lossy().into_owned();
-                if n != "repomd.xml" && !n.ends_with(".solv") && !keep.contains(&n) {
+                if n != "repomd.xml" && n != MIRRORS && !n.ends_with(".solv") && !keep.contains(&n) {
                     let _ = std::fs::remove_file(f.path());
                 }
             }
@@ -211,6 +319,22 @@ pub fn sync(repo: &Repo, cache_root: &Path, freshness: Freshness, want_filelists
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrorlists_and_metalinks() {
+        assert_eq!(parse_mirrorlist("# comment\nhttp://a/x/\n\nftp://no\nhttps://b/x/\n"), ["http://a/x/", "https://b/x/"]);
+        let ml = r#"<?xml version="1.0" encoding="utf-8"?>
+<metalink version="3.0" xmlns="http://www.metalinker.org/"><files><file name="repomd.xml">
+<verification><hash type="md5">00</hash><hash type="sha256">ABCD</hash></verification>
+<resources maxconnections="1">
+<url protocol="http" type="http" location="DE" preference="50">http://slow/9/BaseOS/x86_64/os/repodata/repomd.xml</url>
+<url protocol="https" type="https" location="US" preference="100">https://fast/9/BaseOS/x86_64/os/repodata/repomd.xml</url>
+<url protocol="rsync" type="rsync" preference="99">rsync://r/repodata/repomd.xml</url>
+</resources></file></files></metalink>"#;
+        let (urls, hashes) = parse_metalink(ml).unwrap();
+        assert_eq!(urls, ["https://fast/9/BaseOS/x86_64/os/", "http://slow/9/BaseOS/x86_64/os/"]);
+        assert_eq!(hashes, [Checksum::new("sha256", "abcd")]);
+    }
 
     #[test]
     fn parses_createrepo_output_and_refuses_doctype() {

@@ -38,6 +38,8 @@ pub struct Settings {
 /// The repositories and solver for one transaction.
 pub struct Resolver {
     repos: Vec<Repo>,
+    /// Where repository metadata (and resolved mirror lists) are cached.
+    cache_root: PathBuf,
     synced: Vec<Synced>,
     pool: Pool,
 }
@@ -97,7 +99,7 @@ impl Resolver {
             pool.filter_repo(&r.id, &r.exclude, false)?;
             pool.filter_repo(&r.id, &r.includepkgs, true)?;
         }
-        Ok(Resolver { repos, synced, pool })
+        Ok(Resolver { repos, synced, pool, cache_root: settings.cache_dir.join("repomd") })
     }
 
     /// The base package that already satisfies `request`, if any.
@@ -151,7 +153,8 @@ impl Resolver {
         let done = AtomicU64::new(0);
         let results: Mutex<Vec<(usize, Result<LocalInput>)>> = Mutex::new(Vec::new());
         let queue = Mutex::new(todo.clone());
-        let repos = &self.repos;
+        let mirrored: Vec<Repo> = self.repos.iter().map(|r| repomd::with_mirrors(r, &self.cache_root)).collect();
+        let repos = &mirrored;
         let report = || {
             txn.progress(Progress {
                 text: "Downloading packages".into(),

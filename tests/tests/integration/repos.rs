@@ -243,3 +243,34 @@ fn hostile_metadata_is_refused_and_mirrors_fall_back() {
     assert!(stderr(&e).contains("repo_gpgcheck=1"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
+
+#[test]
+fn mirrorlist_and_metalink_repositories() {
+    let h = booted_host("repo-mirrors");
+    let repo = YumRepo::create(&h.dir.join("mirrored"), &tools()).unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    let url = httpd.url();
+    std::fs::write(repo.dir.join("mirrorlist.txt"), format!("# mirrors\nhttp://127.0.0.1:9/dead/\n{url}/\n")).unwrap();
+    let no_baseurl = |line: &str| format!("[mirrored]\nname=Mirrored\n{line}\nenabled=1\ngpgcheck=0\n");
+    write_repo(&h, &no_baseurl(&format!("mirrorlist={url}/mirrorlist.txt")));
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
+    assert!(httpd.requests().iter().any(|r| r == "/mirrorlist.txt"));
+    assert!(httpd.requests().iter().any(|r| r.ends_with("lshw-B.02.19-1.x86_64.rpm")));
+
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(repo.dir.join("repodata/repomd.xml")).unwrap()))
+    };
+    let metalink = |hash: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><metalink version=\"3.0\" xmlns=\"http://www.metalinker.org/\"><files><file name=\"repomd.xml\"><verification><hash type=\"sha256\">{hash}</hash></verification><resources><url protocol=\"http\" type=\"http\" preference=\"100\">{url}/repodata/repomd.xml</url></resources></file></files></metalink>"
+        )
+    };
+    std::fs::write(repo.dir.join("metalink.xml"), metalink(&sha)).unwrap();
+    write_repo(&h, &no_baseurl(&format!("metalink={url}/metalink.xml")));
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+    h.layerctl_ok(&["install", "numactl"]).unwrap();
+    std::fs::write(repo.dir.join("metalink.xml"), metalink(&"0".repeat(64))).unwrap();
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(stderr(&e).contains("repomd.xml does not match the checksum the metalink gives"), "{}", stderr(&e));
+}
