@@ -9,15 +9,15 @@ use crate::error::{Error, Result};
 use crate::repos::Repo;
 use crate::rpmfile::LocalRpm;
 
-/// The repository's keys as one verifier.
-fn verifier(repo: &Repo, scratch: &Path) -> Result<rpm::signature::pgp::Verifier> {
+/// The repository's `gpgkey=` keys (armoured bytes, one entry per URL).
+fn keys(repo: &Repo, scratch: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     if repo.gpgkeys.is_empty() {
         return Err(Error::InvalidArgument(format!(
-            "repository [{}] ({}) has gpgcheck=1 but no gpgkey",
+            "repository [{}] ({}) checks signatures but has no gpgkey",
             repo.id, repo.file
         )));
     }
-    let mut v = rpm::signature::pgp::Verifier::new();
+    let mut out = Vec::new();
     for (i, url) in repo.gpgkeys.iter().enumerate() {
         let bytes = if let Some(p) = url.strip_prefix("file://") {
             std::fs::read(p).map_err(|e| Error::InvalidArgument(format!("repository [{}]: gpgkey {url}: {e}", repo.id)))?
@@ -28,10 +28,38 @@ fn verifier(repo: &Repo, scratch: &Path) -> Result<rpm::signature::pgp::Verifier
             crate::fetch::Fetcher::new(&keyrepo)?.download(file, &dest, 1 << 20, None, &|| false, &|_| {})?;
             std::fs::read(&dest).map_err(|e| Error::Failed(format!("reading {}: {e}", dest.display())))?
         };
+        out.push((url.clone(), bytes));
+    }
+    Ok(out)
+}
+
+/// The repository's keys as one package-signature verifier.
+fn verifier(repo: &Repo, scratch: &Path) -> Result<rpm::signature::pgp::Verifier> {
+    let mut v = rpm::signature::pgp::Verifier::new();
+    for (url, bytes) in keys(repo, scratch)? {
         v.load_from_asc_bytes(&bytes)
             .map_err(|e| Error::InvalidArgument(format!("repository [{}]: gpgkey {url} is not a usable OpenPGP key: {e}", repo.id)))?;
     }
     Ok(v)
+}
+
+/// `repo_gpgcheck=1`: `data` (repomd.xml) must carry a detached signature `signature`
+/// (repomd.xml.asc) by one of the repository's keys or their subkeys.
+pub fn verify_detached(repo: &Repo, data: &[u8], signature: &str, scratch: &Path) -> Result<()> {
+    use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
+    let bad = |what: String| Error::InvalidArgument(format!("repository [{}]: repomd.xml {what} (repo_gpgcheck=1)", repo.id));
+    let (sig, _) = DetachedSignature::from_string(signature).map_err(|e| bad(format!("signature is unreadable: {e}")))?;
+    for (url, bytes) in keys(repo, scratch)? {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (found, _) = SignedPublicKey::from_string_many(&text)
+            .map_err(|e| Error::InvalidArgument(format!("repository [{}]: gpgkey {url}: {e}", repo.id)))?;
+        for key in found.flatten() {
+            if sig.verify(&key, data).is_ok() || key.public_subkeys.iter().any(|k| sig.verify(k, data).is_ok()) {
+                return Ok(());
+            }
+        }
+    }
+    Err(bad("has no valid signature by the keys of the repository".into()))
 }
 
 /// Check `rpm` (downloaded to `file`) against `repo`'s keys.

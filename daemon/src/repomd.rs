@@ -266,6 +266,18 @@ pub fn sync(repo: &Repo, cache_root: &Path, freshness: Freshness, want_filelists
             }
         }
         let bytes = std::fs::read(&tmp).map_err(|e| bad(format!("reading repomd.xml: {e}")))?;
+        if repo.repo_gpgcheck {
+            let asc = dir.join("repomd.xml.asc.new");
+            fetcher
+                .download("repodata/repomd.xml.asc", &asc, 1 << 20, None, cancelled, &|_| {})
+                .map_err(|e| bad(format!("repomd.xml is not signed (repo_gpgcheck=1): {e}")))?;
+            let sig = std::fs::read_to_string(&asc).map_err(|e| bad(format!("reading repomd.xml.asc: {e}")))?;
+            let _ = std::fs::remove_file(&asc);
+            if let Err(e) = crate::gpg::verify_detached(repo, &bytes, &sig, &dir) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
         let md = parse(&bytes).map_err(|e| bad(format!("repomd.xml is not valid rpm-md metadata: {e}")))?;
         for e in needs(&md) {
             let dest = dir.join(file_name(&e.location));

@@ -75,7 +75,6 @@ impl Resolver {
                 "no enabled repositories in /etc/yum.repos.d; add a .repo file or install local RPM files".into(),
             ));
         }
-        check_supported(&repos)?;
         let mut synced = Vec::new();
         txn.task("Updating metadata", || -> Result<()> {
             for r in enabled(&repos) {
@@ -231,26 +230,11 @@ fn download_one(repos: &[Repo], txn: &Transaction, p: &Pick, dir: &Path, on_byte
         Ok(LocalInput { label: p.nevra(), rpm: Arc::new(rpm) })
 }
 
-/// `repo_gpgcheck=` is not implemented yet: refuse rather than silently skip a check the admin
-/// asked for. Checked before any network access.
-fn check_supported(repos: &[Repo]) -> Result<()> {
-    for r in enabled(repos) {
-        if r.repo_gpgcheck {
-            return Err(Error::InvalidState(format!(
-                "repository [{}] ({}) sets repo_gpgcheck=1; this layerd version cannot verify repository metadata signatures yet",
-                r.id, r.file
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
 pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
     let releasever = repos::releasever(os_release).unwrap_or_default();
     let vars = repos::vars(std::env::consts::ARCH, &releasever, etc_dir);
     let repos = repos::load(etc_dir, &vars)?;
-    check_supported(&repos)?;
     let mut n = 0;
     for r in enabled(&repos) {
         txn.check_cancelled()?;

@@ -237,10 +237,6 @@ fn hostile_metadata_is_refused_and_mirrors_fall_back() {
     std::fs::write(repo.dir.join("repodata/repomd.xml"), vec![b' '; 17 << 20]).unwrap();
     let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
     assert!(stderr(&e).contains("more than the 16777216 bytes allowed"), "{}", stderr(&e));
-    // repo_gpgcheck is refused, not ignored
-    write_repo(&h, &repo_file("mirrors", &httpd.url(), "repo_gpgcheck=1\n"));
-    let e = h.layerctl(&["install", "lshw"]).unwrap();
-    assert!(stderr(&e).contains("repo_gpgcheck=1"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
 
@@ -273,4 +269,26 @@ fn mirrorlist_and_metalink_repositories() {
     std::fs::write(repo.dir.join("metalink.xml"), metalink(&"0".repeat(64))).unwrap();
     let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
     assert!(stderr(&e).contains("repomd.xml does not match the checksum the metalink gives"), "{}", stderr(&e));
+}
+
+#[test]
+fn repo_gpgcheck_verifies_the_metadata_signature() {
+    let h = booted_host("repo-mdsig");
+    let good = layerd_tests::gpgkeys::generate(&h.dir, "Fixture Metadata <md@example.com>").unwrap();
+    let other = layerd_tests::gpgkeys::generate(&h.dir, "Someone Else <else@example.com>").unwrap();
+    let keys = h.sysroot.path.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("md.asc"), &good.public).unwrap();
+    let repo = YumRepo::create(&h.dir.join("mdsig"), &tools()).unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    write_repo(&h, &repo_file("mdsig", &httpd.url(), "repo_gpgcheck=1\ngpgkey=file:///sysroot/keys/md.asc\n"));
+    let repomd = repo.dir.join("repodata/repomd.xml");
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(stderr(&e).contains("repomd.xml is not signed (repo_gpgcheck=1)"), "{}", stderr(&e));
+    other.detach_sign(&repomd).unwrap();
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(stderr(&e).contains("repomd.xml has no valid signature by the keys of the repository"), "{}", stderr(&e));
+    good.detach_sign(&repomd).unwrap();
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
 }
