@@ -200,7 +200,7 @@ pub fn layering(base: &Path) -> Result<()> {
     let mut extras = Vec::new();
     for n in [10_000usize, 100_000] {
         let version = format!("bulk{n}");
-        h.publish(&OsSpec { version: version.clone(), bulk_files: n })?;
+        h.publish(&OsSpec { version: version.clone(), bulk_files: n, centos_base: false })?;
         h.exec_ok(&["ostree", "pull", REMOTE, REF])?;
         h.exec_ok(&["ostree", "admin", "deploy", &os, &refspec])?;
         h.reboot()?;

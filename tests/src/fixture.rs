@@ -37,11 +37,20 @@ pub struct OsSpec {
     pub version: String,
     /// Extra unowned files under `/usr/share/fixture/bulk` (for realistic base sizes).
     pub bulk_files: usize,
+    /// Add a CoreOS-like package set from real CentOS Stream 9 metadata (stub payloads, real
+    /// names, versions and dependencies; see [`crate::centos`]), so solving runs against real
+    /// dependency data.
+    pub centos_base: bool,
 }
 
 impl OsSpec {
     pub fn new(version: &str) -> Self {
-        OsSpec { version: version.into(), bulk_files: 0 }
+        OsSpec { version: version.into(), bulk_files: 0, centos_base: false }
+    }
+
+    /// The fixture OS with the CoreOS-like CentOS Stream 9 package set.
+    pub fn centos(version: &str) -> Self {
+        OsSpec { centos_base: true, ..OsSpec::new(version) }
     }
 }
 
@@ -83,6 +92,23 @@ impl FixtureRepo {
 
     /// The packages of an OS version.
     pub fn packages(spec: &OsSpec) -> Result<Vec<RpmSpec>> {
+        let mut pkgs = Self::own_packages(spec)?;
+        if spec.centos_base {
+            let data = crate::centos::data()?;
+            for m in crate::centos::coreos_like_base(data)? {
+                let stub = m.stub(&data.file_requires, false);
+                match pkgs.iter_mut().find(|p| p.name == m.name) {
+                    // the fixture's own payload (users, libc directory) with CentOS's identity
+                    Some(own) => *own = RpmSpec { entries: own.entries.clone(), ..stub },
+                    None => pkgs.push(stub),
+                }
+            }
+        }
+        Ok(pkgs)
+    }
+
+    /// The fixture's own packages (busybox userland, kernel, os-release, users).
+    fn own_packages(spec: &OsSpec) -> Result<Vec<RpmSpec>> {
         let busybox = fs::read(find_busybox()?).context("reading the host's static busybox")?;
         let mut bb = RpmSpec::new("busybox", "1.35.0")
             .entry(Entry::file("/usr/bin/busybox", busybox, 0o755))

@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod bus;
+pub mod centos;
 pub mod cmd;
 pub mod demo;
 pub mod fixture;

@@ -44,6 +44,9 @@ pub struct RpmSpec {
     pub requires: Vec<String>,
     /// Weak dependencies.
     pub recommends: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub obsoletes: Vec<String>,
+    pub epoch: u32,
     /// Scriptlets: when, body, interpreter (default `/bin/sh`; `<lua>` for Lua).
     pub scripts: Vec<(Script, String, Option<Vec<String>>)>,
     /// `(path, user, group)` of entries not owned by root.
@@ -69,6 +72,9 @@ impl RpmSpec {
             provides: Vec::new(),
             requires: Vec::new(),
             recommends: Vec::new(),
+            conflicts: Vec::new(),
+            obsoletes: Vec::new(),
+            epoch: 0,
             scripts: Vec::new(),
             owners: Vec::new(),
             caps: Vec::new(),
@@ -133,10 +139,28 @@ impl RpmSpec {
         self.recommends.push(r.into());
         self
     }
+    pub fn conflicts(mut self, r: &str) -> Self {
+        self.conflicts.push(r.into());
+        self
+    }
+    pub fn obsoletes(mut self, r: &str) -> Self {
+        self.obsoletes.push(r.into());
+        self
+    }
+    pub fn epoch(mut self, e: u32) -> Self {
+        self.epoch = e;
+        self
+    }
 
-    /// `name-version-release.arch`.
+    /// `name-[epoch:]version-release.arch`.
     pub fn nevra(&self) -> String {
-        format!("{}-{}-{}.{}", self.name, self.version, self.release, self.arch)
+        let e = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
+        format!("{}-{e}{}-{}.{}", self.name, self.version, self.release, self.arch)
+    }
+
+    /// The file name [`RpmSpec::write`] gives it.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}-{}.{}.rpm", self.name, self.version, self.release, self.arch)
     }
 
     /// Build and write `<dir>/<nevra>.rpm`; returns its path.
@@ -148,6 +172,9 @@ impl RpmSpec {
             &self.arch,
             &format!("layerd test fixture package {}", self.name),
         );
+        if self.epoch > 0 {
+            b.epoch(self.epoch);
+        }
         b.release(self.release.clone())
             .using_config(rpm::BuildConfig::default().compression(rpm::CompressionType::Gzip));
         let owned = |path: &str, o: rpm::FileOptionsBuilder| -> Result<rpm::FileOptionsBuilder> {
@@ -180,7 +207,13 @@ impl RpmSpec {
             }
         }
         for p in &self.provides {
-            b.provides(rpm::Dependency::any(p.as_str()));
+            b.provides(dependency(p));
+        }
+        for c in &self.conflicts {
+            b.conflicts(dependency(c));
+        }
+        for o in &self.obsoletes {
+            b.obsoletes(dependency(o));
         }
         for (when, body, prog) in &self.scripts {
             let mut sc = rpm::Scriptlet::new(body.as_str());
@@ -212,17 +245,23 @@ impl RpmSpec {
                 .with_context(|| format!("building and signing {}", self.nevra()))?,
             None => b.build().with_context(|| format!("building {}", self.nevra()))?,
         };
-        let out = dir.join(format!("{}.rpm", self.nevra()));
+        let out = dir.join(self.file_name());
         pkg.write_file(&out)
             .with_context(|| format!("writing {}", out.display()))?;
         Ok(out)
     }
 }
 
-/// `name` or `name >= version` as an rpm dependency.
+/// `name` or `name OP [epoch:]version[-release]` (OP one of `<`, `<=`, `=`, `>=`, `>`) as an
+/// rpm dependency.
 fn dependency(s: &str) -> rpm::Dependency {
-    match s.split_once(" >= ") {
-        Some((n, v)) => rpm::Dependency::greater_eq(n, v),
-        None => rpm::Dependency::any(s),
+    let parts: Vec<&str> = s.splitn(3, ' ').collect();
+    match parts.as_slice() {
+        [n, "<", v] => rpm::Dependency::less(*n, *v),
+        [n, "<=", v] => rpm::Dependency::less_eq(*n, *v),
+        [n, "=", v] => rpm::Dependency::eq(*n, *v),
+        [n, ">=", v] => rpm::Dependency::greater_eq(*n, *v),
+        [n, ">", v] => rpm::Dependency::greater(*n, *v),
+        _ => rpm::Dependency::any(s),
     }
 }

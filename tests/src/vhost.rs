@@ -69,6 +69,11 @@ impl VirtualHost {
     /// Create a virtual host under `base` (a fresh directory named after `name`): fixture repo
     /// with OS version "1.0", a sysroot with it deployed, and a private bus. Not booted yet.
     pub fn new(base: &Path, name: &str) -> Result<Self> {
+        Self::with_os(base, name, &OsSpec::new("1.0"))
+    }
+
+    /// [`VirtualHost::new`] with the first OS version described by `spec`.
+    pub fn with_os(base: &Path, name: &str, spec: &OsSpec) -> Result<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the virtual host needs root (bubblewrap with all capabilities, overlay and bind mounts): run `make test` / `make demo` as root");
@@ -82,7 +87,7 @@ impl VirtualHost {
         fs::create_dir_all(&dir)?;
         let dir = fs::canonicalize(&dir)?;
         let fixture = FixtureRepo::create(&dir.join("fixture"))?;
-        fixture.commit(&OsSpec::new("1.0"))?;
+        fixture.commit(spec)?;
         let sysroot = Sysroot::create(&dir.join("sysroot"), &fixture)?;
         let bus = Bus::start(&dir)?;
         Ok(VirtualHost { dir, fixture, sysroot, bus, boot: None, layerd: None, boots: 0, layerd_args: vec![] })

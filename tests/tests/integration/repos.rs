@@ -292,3 +292,45 @@ fn repo_gpgcheck_verifies_the_metadata_signature() {
     h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
     h.layerctl_ok(&["install", "lshw"]).unwrap();
 }
+
+/// The four field tools, solved by libsolv over the real BaseOS + AppStream metadata against
+/// the host's real (CoreOS-like) base rpmdb, as stub RPMs in a repository.
+fn centos_tools_repo(h: &VirtualHost) -> (YumRepo, Vec<String>) {
+    let data = layerd_tests::centos::data().unwrap();
+    let root = h.sysroot.deployment_dirs().into_iter().next().unwrap();
+    let mut pool = layerd::solve::Pool::new("x86_64").unwrap();
+    pool.set_installed_rpmdb(&root, None).unwrap();
+    for repo in ["baseos", "appstream"] {
+        pool.add_rpmmd(repo, &layerd_tests::centos::primary_path(repo).unwrap(), None, None, 99).unwrap();
+    }
+    let want: Vec<String> = ["tcpdump", "iperf3", "lshw", "numactl"].iter().map(|s| s.to_string()).collect();
+    let picks = pool.solve(&want, layerd::solve::SolveOptions { weak_deps: true }).unwrap().unwrap();
+    let specs: Vec<RpmSpec> = picks.iter().map(|p| data.by_nevra[&p.nevra()].stub(&data.file_requires, true)).collect();
+    let repo = YumRepo::create(&h.dir.join("centos-tools"), &specs).unwrap();
+    (repo, picks.iter().map(|p| p.nevra()).collect())
+}
+
+#[test]
+fn field_tools_with_real_centos_dependency_data() {
+    let mut h = VirtualHost::with_os(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), "centos", &layerd_tests::OsSpec::centos("1.0")).unwrap();
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    let base = rpm_q(&h, &["glibc", "openssl-libs", "systemd"]);
+    assert!(stdout(&base).contains("glibc-2.34-"), "the base is CentOS-like: {}", stdout(&base));
+    let (repo, mut expected) = centos_tools_repo(&h);
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    write_repo(&h, &repo_file("centos-tools", &httpd.url(), ""));
+    h.layerctl_ok(&["install", "tcpdump", "iperf3", "lshw", "numactl"]).unwrap();
+    let s = h.status_json().unwrap();
+    let got = strs(&s["deployments"][0]["packages"]);
+    expected.sort();
+    assert_eq!(got, expected, "layerd adds exactly what the solution needs");
+    assert!(got.iter().any(|p| p.starts_with("libpcap-")), "tcpdump's libpcap comes along: {got:?}");
+    assert!(!got.iter().any(|p| p.starts_with("glibc-") || p.starts_with("openssl-libs-")), "base packages stay: {got:?}");
+    h.reboot().unwrap();
+    assert!(h.exec_ok(&["tcpdump"]).unwrap().contains("tcpdump (CentOS Stream 9 stub)"));
+    let names: Vec<String> = got.iter().map(|n| n.rsplitn(3, '-').nth(2).unwrap().to_string()).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let q = rpm_q(&h, &refs);
+    assert!(q.status.success(), "the rpmdb lists them with their dependencies: {}", stdout(&q));
+}
