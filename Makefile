@@ -22,7 +22,8 @@ demo: build
 	./target/debug/vhost demo --dir $(DEMO_DIR)
 
 # Speed measurements against shared/reference/targets.md, on an optimised build.
-bench: deps
+bench:
+	@./scripts/install-deps --bench
 	$(CARGO) build --workspace --locked --release
 	LAYERD_BIN_DIR=target/release ./target/release/vhost bench --dir $(DEMO_DIR)
 

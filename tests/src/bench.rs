@@ -145,7 +145,142 @@ pub fn run(base: &Path) -> Result<()> {
     println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
     h.shutdown()?;
     drop(h);
-    layering(base)
+    layering(base)?;
+    solving(base)
+}
+
+/// Peak RSS (KiB) since the last reset, and reset it (`clear_refs` 5).
+fn peak_kib(pid: i32, reset: bool) -> u64 {
+    let v = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.split_whitespace().next()?.parse().ok())))
+        .unwrap_or(0);
+    if reset {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+    v
+}
+
+/// Run a command, returning its wall time and peak RSS (KiB, from wait4).
+fn run_measured(cmd: &mut std::process::Command) -> Result<(Duration, u64, String)> {
+    let t = Instant::now();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let out = {
+        use std::io::Read;
+        let mut child = child;
+        let mut s = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            o.read_to_string(&mut s)?;
+        }
+        // SAFETY: plain wait4 on our own child; rusage is written by the kernel.
+        let mut status = 0;
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        std::mem::forget(child);
+        (s, ru.ru_maxrss as u64)
+    };
+    Ok((t.elapsed(), out.1, out.0))
+}
+
+/// Metadata + solve: `layerctl install --dry-run tcpdump iperf3 lshw numactl` against the real
+/// CentOS Stream 9 BaseOS + AppStream metadata (served over http) and a CoreOS-like base, cold
+/// (no cached metadata or solver caches) and warm, with the daemon's peak RSS; side by side with
+/// `dnf --installroot … --assumeno install` on the same repositories and base rpmdb.
+pub fn solving(base: &Path) -> Result<()> {
+    const RUNS: usize = 5;
+    println!("\nmetadata + solve: tcpdump iperf3 lshw numactl on CentOS Stream 9 BaseOS + AppStream (medians of {RUNS})\n");
+    let data = crate::centos::data_dir()?;
+    let mut h = VirtualHost::with_os(base, "bench-solve", &OsSpec::centos("1.0"))?;
+    h.boot()?;
+    h.start_layerd()?;
+    let baseos = crate::httpd::Httpd::serve(&data.join("baseos"))?;
+    let appstream = crate::httpd::Httpd::serve(&data.join("appstream"))?;
+    let repo_text = format!(
+        "[baseos]\nname=BaseOS\nbaseurl={}\ngpgcheck=0\n[appstream]\nname=AppStream\nbaseurl={}\ngpgcheck=0\n",
+        baseos.url(),
+        appstream.url()
+    );
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/yum.repos.d && printf '%s' '{repo_text}' > /etc/yum.repos.d/centos.repo")])?;
+    let pid = h.layerd_pid().context("layerd pid")?;
+    let args = ["install", "--dry-run", "tcpdump", "iperf3", "lshw", "numactl"];
+    let (mut cold, mut warm, mut cold_peak, mut warm_peak) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut added = 0;
+    for _ in 0..RUNS {
+        h.exec_ok(&["rm", "-rf", "/var/cache/layerd"])?;
+        peak_kib(pid, true);
+        let out = String::new();
+        let t = timed(|| h.layerctl_ok(&args).map(|_| ()))?;
+        cold.push(t);
+        cold_peak = cold_peak.max(peak_kib(pid, true));
+        let _ = out;
+        let t = Instant::now();
+        let text = h.layerctl_ok(&args)?;
+        warm.push(t.elapsed());
+        warm_peak = warm_peak.max(peak_kib(pid, true));
+        added = text.lines().filter(|l| l.starts_with("Adding: ")).count();
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    println!("  layerd adds {added} packages");
+    println!("  {:<42} {:>9.1} ms  (target <= 1000 ms)", "layerd cold (fetch, parse, solve)", ms(cold));
+    println!("  {:<42} {:>9.1} ms  (target <= 50 ms)", "layerd warm (cached metadata and .solv)", ms(warm));
+    println!("  {:<42} {:>9.1} MB cold, {:.1} MB warm  (target <= 80 MB)", "layerd peak RSS", cold_peak as f64 / 1024.0, warm_peak as f64 / 1024.0);
+
+    // the peer: dnf on the same repositories and base rpmdb
+    if std::process::Command::new("dnf").arg("--version").output().is_err() {
+        println!("  dnf not installed: no peer comparison (scripts/install-deps --bench installs it)");
+        h.shutdown()?;
+        return Ok(());
+    }
+    let work = h.dir.join("dnf");
+    let root = work.join("root");
+    let deployment = h.sysroot.deployment_dirs().into_iter().next().context("no deployment")?;
+    std::fs::create_dir_all(root.join("usr/share"))?;
+    crate::cmd::run(crate::cmd::command("cp", ["-a"]).arg(deployment.join("usr/share/rpm")).arg(root.join("usr/share/rpm")))?;
+    for d in ["home", "repos", "log"] {
+        std::fs::create_dir_all(work.join(d))?;
+    }
+    std::fs::write(work.join("home/.rpmmacros"), "%_dbpath /usr/share/rpm\n")?;
+    std::fs::write(work.join("repos/centos.repo"), &repo_text)?;
+    let dnf = |cache: &Path| {
+        let mut c = std::process::Command::new("dnf");
+        c.env("HOME", work.join("home"))
+            .arg(format!("--installroot={}", root.display()))
+            .args(["--releasever=9", "-q"])
+            .arg(format!("--setopt=reposdir={}", work.join("repos").display()))
+            .arg(format!("--setopt=cachedir={}", cache.display()))
+            .arg(format!("--setopt=logdir={}", work.join("log").display()))
+            .args(["--assumeno", "install", "tcpdump", "iperf3", "lshw", "numactl"]);
+        c
+    };
+    let cache = work.join("cache");
+    let (mut dcold, mut dwarm, mut dcold_peak, mut dwarm_peak) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    for _ in 0..RUNS {
+        let _ = std::fs::remove_dir_all(&cache);
+        let (t, rss, _) = run_measured(&mut dnf(&cache))?;
+        dcold.push(t);
+        dcold_peak = dcold_peak.max(rss);
+        let (t, rss, _) = run_measured(&mut dnf(&cache))?;
+        dwarm.push(t);
+        dwarm_peak = dwarm_peak.max(rss);
+    }
+    let (dcold, dwarm) = (median(dcold), median(dwarm));
+    println!(
+        "  {:<42} {:>9.1} ms  layerd {:.2}x faster (target: faster)",
+        "dnf cold",
+        ms(dcold),
+        ms(dcold) / ms(cold).max(1e-6)
+    );
+    println!(
+        "  {:<42} {:>9.1} ms  layerd {:.2}x faster (target >= 4x)",
+        "dnf warm",
+        ms(dwarm),
+        ms(dwarm) / ms(warm).max(1e-6)
+    );
+    println!("  {:<42} {:>9.1} MB cold, {:.1} MB warm", "dnf peak RSS", dcold_peak as f64 / 1024.0, dwarm_peak as f64 / 1024.0);
+    println!("  (layerd's times are end to end through layerctl, D-Bus and the daemon's transaction)");
+    h.shutdown()?;
+    Ok(())
 }
 
 /// `layerctl install FILE`: total time, and the time until the "Staging the deployment" step

@@ -13,6 +13,9 @@ enum Cmd {
         /// Only the layering benchmark.
         #[arg(long)]
         layering_only: bool,
+        /// Only the metadata + solve benchmark.
+        #[arg(long)]
+        solve_only: bool,
     },
     /// The guided demo of `make demo`.
     Demo {
@@ -31,9 +34,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cmd::parse() {
-        Cmd::Bench { dir, layering_only } => {
+        Cmd::Bench { dir, layering_only, solve_only } => {
             std::fs::create_dir_all(&dir)?;
-            if layering_only {
+            if solve_only {
+                layerd_tests::bench::solving(&dir)?;
+            } else if layering_only {
                 layerd_tests::bench::layering(&dir)?;
             } else {
                 layerd_tests::bench::run(&dir)?;
