@@ -258,7 +258,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     // The base's packages (for "already provided by the base" and the rpmdb).
     let base_tree = ostree::MutableTree::from_commit(&repo, &base).with_context(|| format!("opening base commit {base}"))?;
     let db = rpmdb::checkout(&repo, &base_tree, &base, &scratch.0, txn.cancellable())?;
-    let base_pkgs = db.packages()?;
+    // the base's package names, read only when local packages need them
+    let base_pkgs: Vec<(String, String)> =
+        if origin.requested_local.is_empty() && req.install_local.is_empty() { Vec::new() } else { db.packages()? };
     let in_base = |name: &str| base_pkgs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
 
     // The new sets of requested packages: local entries (`<sha256>:<nevra>`) and repository

@@ -38,10 +38,71 @@ pub struct Settings {
 /// The repositories and solver for one transaction.
 pub struct Resolver {
     repos: Vec<Repo>,
+    /// What the pool was built from (see [`pool_cache`]).
+    key: String,
     /// Where repository metadata (and resolved mirror lists) are cached.
     cache_root: PathBuf,
     synced: Vec<Synced>,
-    pool: Pool,
+    /// Always `Some` until dropped (then handed back to [`pool_cache`]).
+    pool: Option<Pool>,
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.take() {
+            pool_cache::put(std::mem::take(&mut self.key), p);
+        }
+    }
+}
+
+/// The last solver pool, kept for a short while: loading BaseOS + AppStream from `.solv` files
+/// and indexing them costs ~75 ms, the solve itself ~2 ms, so back-to-back requests (a
+/// controller's dry run then its install) reuse it. It is dropped after [`pool_cache::KEEP`]
+/// unused, so an idle daemon does not hold tens of MB.
+mod pool_cache {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use crate::solve::Pool;
+
+    pub const KEEP: Duration = Duration::from_secs(30);
+
+    struct Entry {
+        key: String,
+        pool: Pool,
+        used: Instant,
+    }
+
+    static CACHE: Mutex<Option<Entry>> = Mutex::new(None);
+
+    pub fn take(key: &str) -> Option<Pool> {
+        let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        match c.take() {
+            Some(e) if e.key == key => Some(e.pool),
+            _ => None, // a different pool: dropped now
+        }
+    }
+
+    pub fn put(key: String, pool: Pool) {
+        let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let had = c.is_some();
+        *c = Some(Entry { key, pool, used: Instant::now() });
+        drop(c);
+        if !had {
+            std::thread::spawn(|| loop {
+                std::thread::sleep(KEEP / 3);
+                let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+                match c.as_ref() {
+                    Some(e) if e.used.elapsed() >= KEEP => {
+                        *c = None;
+                        return;
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            });
+        }
+    }
 }
 
 /// A package of the solution: already cached (its `sha256:nevra` entry), or downloaded.
@@ -88,27 +149,45 @@ impl Resolver {
             }
             Ok(())
         })?;
-        let solv = settings.cache_dir.join("solv");
-        let mut pool = Pool::new(arch)?;
-        pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
+        // everything the pool is built from: an identical key means an identical pool
+        let mut key = format!("{arch}\n{base_commit}\n");
         for s in &synced {
-            pool.add_rpmmd(&s.id, &s.primary, s.filelists.as_deref(), Some(&solv.join(format!("{}-{}.solv", s.id, s.key))), s.priority)?;
+            key.push_str(&format!("{} {} {}\n", s.id, s.key, s.priority));
         }
         for r in enabled(&repos) {
-            pool.filter_repo(&r.id, &r.exclude, false)?;
-            pool.filter_repo(&r.id, &r.includepkgs, true)?;
+            key.push_str(&format!("{} exclude={:?} include={:?}\n", r.id, r.exclude, r.includepkgs));
         }
-        Ok(Resolver { repos, synced, pool, cache_root: settings.cache_dir.join("repomd") })
+        let pool = match pool_cache::take(&key) {
+            Some(p) => p,
+            None => {
+                let solv = settings.cache_dir.join("solv");
+                let mut pool = Pool::new(arch)?;
+                pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
+                for s in &synced {
+                    pool.add_rpmmd(&s.id, &s.primary, s.filelists.as_deref(), Some(&solv.join(format!("{}-{}.solv", s.id, s.key))), s.priority)?;
+                }
+                for r in enabled(&repos) {
+                    pool.filter_repo(&r.id, &r.exclude, false)?;
+                    pool.filter_repo(&r.id, &r.includepkgs, true)?;
+                }
+                pool
+            }
+        };
+        Ok(Resolver { repos, synced, pool: Some(pool), key, cache_root: settings.cache_dir.join("repomd") })
+    }
+
+    fn pool(&mut self) -> &mut Pool {
+        self.pool.as_mut().expect("the pool is present until drop")
     }
 
     /// The base package that already satisfies `request`, if any.
     pub fn base_provides(&mut self, request: &str) -> Result<Option<String>> {
-        self.pool.installed_match(request)
+        self.pool().installed_match(request)
     }
 
     /// Solve `requests`; errors name what is missing or which base packages would change.
     pub fn solve(&mut self, requests: &[String], weak_deps: bool) -> Result<Vec<Pick>> {
-        match self.pool.solve(requests, SolveOptions { weak_deps })? {
+        match self.pool().solve(requests, SolveOptions { weak_deps })? {
             Ok(p) => Ok(p),
             Err(e @ SolveError::Missing(_)) => Err(Error::InvalidArgument(e.to_string())),
             Err(e) => Err(Error::InvalidState(e.to_string())),

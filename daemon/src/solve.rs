@@ -63,6 +63,8 @@ pub enum SolveError {
 
 pub struct Pool {
     raw: *mut ffi::Pool,
+    /// File provides added and the whatprovides index built for the current repositories.
+    prepared: bool,
 }
 
 fn cstr(s: &str) -> Result<CString> {
@@ -150,7 +152,7 @@ impl Pool {
             // Debian's libsolv defaults to Debian semantics: without this RPMs "do not exist"
             ffi::pool_setdisttype(raw, ffi::DISTTYPE_RPM as i32);
             ffi::pool_setarch(raw, a.as_ptr());
-            Ok(Pool { raw })
+            Ok(Pool { raw, prepared: false })
         }
     }
 
@@ -161,6 +163,7 @@ impl Pool {
 
     fn new_repo(&mut self, name: &str) -> Result<*mut ffi::Repo> {
         let n = cstr(name)?;
+        self.prepared = false;
         // SAFETY: the pool copies the name.
         Ok(unsafe { ffi::repo_create(self.raw, n.as_ptr()) })
     }
@@ -251,8 +254,7 @@ impl Pool {
         if patterns.is_empty() {
             return Ok(());
         }
-        // SAFETY: whatprovides must exist for selections.
-        unsafe { ffi::pool_createwhatprovides(self.raw) };
+        self.prepare();
         let mut matched = std::collections::HashSet::new();
         for pat in patterns {
             let c = cstr(pat)?;
@@ -342,13 +344,22 @@ impl Pool {
         to_string(unsafe { ffi::pool_solvable2str(self.raw, self.solvable(p)) })
     }
 
+    /// Add file provides and build the whatprovides index, once per set of repositories (the
+    /// expensive part of a warm solve).
+    fn prepare(&mut self) {
+        if !self.prepared {
+            // SAFETY: pool calls on a valid pool.
+            unsafe {
+                ffi::pool_addfileprovides(self.raw);
+                ffi::pool_createwhatprovides(self.raw);
+            }
+            self.prepared = true;
+        }
+    }
+
     /// The installed package that satisfies `request` (name, provide or path), if any.
     pub fn installed_match(&mut self, request: &str) -> Result<Option<String>> {
-        // SAFETY: pool calls on a valid pool; queues are freed on drop.
-        unsafe {
-            ffi::pool_addfileprovides(self.raw);
-            ffi::pool_createwhatprovides(self.raw);
-        }
+        self.prepare();
         let mut sel = Queue::new();
         let mut flags = ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES | ffi::SELECTION_CANON | ffi::SELECTION_DOTARCH | ffi::SELECTION_REL | ffi::SELECTION_INSTALLED_ONLY;
         if request.starts_with('/') {
@@ -366,11 +377,7 @@ impl Pool {
 
     /// Solve installing `requests` on top of the installed system.
     pub fn solve(&mut self, requests: &[String], opts: SolveOptions) -> Result<std::result::Result<Vec<Pick>, SolveError>> {
-        // SAFETY: pool calls on a valid pool; queues and solver are freed before returning.
-        unsafe {
-            ffi::pool_addfileprovides(self.raw);
-            ffi::pool_createwhatprovides(self.raw);
-        }
+        self.prepare();
         let mut jobs = Queue::new();
         let mut missing = Vec::new();
         for r in requests {
@@ -445,6 +452,10 @@ impl Pool {
         }
     }
 }
+
+// SAFETY: libsolv keeps no thread-local state; a pool may move between threads as long as one
+// thread uses it at a time, which `&mut self` methods and the cache's mutex ensure.
+unsafe impl Send for Pool {}
 
 impl Drop for Pool {
     fn drop(&mut self) {

@@ -202,28 +202,37 @@ pub fn solving(base: &Path) -> Result<()> {
         appstream.url()
     );
     h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/yum.repos.d && printf '%s' '{repo_text}' > /etc/yum.repos.d/centos.repo")])?;
-    let pid = h.layerd_pid().context("layerd pid")?;
     let args = ["install", "--dry-run", "tcpdump", "iperf3", "lshw", "numactl"];
-    let (mut cold, mut warm, mut cold_peak, mut warm_peak) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let (mut cold, mut disk, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cold_peak, mut warm_peak) = (0u64, 0u64);
     let mut added = 0;
     for _ in 0..RUNS {
+        // cold: no metadata, no solver caches, a fresh daemon
         h.exec_ok(&["rm", "-rf", "/var/cache/layerd"])?;
+        h.stop_layerd()?;
+        h.start_layerd()?;
+        let pid = h.layerd_pid().context("layerd pid")?;
         peak_kib(pid, true);
-        let out = String::new();
-        let t = timed(|| h.layerctl_ok(&args).map(|_| ()))?;
-        cold.push(t);
+        cold.push(timed(|| h.layerctl_ok(&args).map(|_| ()))?);
         cold_peak = cold_peak.max(peak_kib(pid, true));
-        let _ = out;
+        // warm from disk: cached metadata and .solv files, a fresh daemon (after an idle exit)
+        h.stop_layerd()?;
+        h.start_layerd()?;
+        let pid = h.layerd_pid().context("layerd pid")?;
+        disk.push(timed(|| h.layerctl_ok(&args).map(|_| ()))?);
+        // warm: the daemon still holds the solver pool of the request before
+        peak_kib(pid, true);
         let t = Instant::now();
         let text = h.layerctl_ok(&args)?;
         warm.push(t.elapsed());
         warm_peak = warm_peak.max(peak_kib(pid, true));
         added = text.lines().filter(|l| l.starts_with("Adding: ")).count();
     }
-    let (cold, warm) = (median(cold), median(warm));
+    let (cold, disk, warm) = (median(cold), median(disk), median(warm));
     println!("  layerd adds {added} packages");
     println!("  {:<42} {:>9.1} ms  (target <= 1000 ms)", "layerd cold (fetch, parse, solve)", ms(cold));
-    println!("  {:<42} {:>9.1} ms  (target <= 50 ms)", "layerd warm (cached metadata and .solv)", ms(warm));
+    println!("  {:<42} {:>9.1} ms", "layerd warm, fresh daemon (.solv on disk)", ms(disk));
+    println!("  {:<42} {:>9.1} ms  (target <= 50 ms)", "layerd warm (solver pool kept 30 s)", ms(warm));
     println!("  {:<42} {:>9.1} MB cold, {:.1} MB warm  (target <= 80 MB)", "layerd peak RSS", cold_peak as f64 / 1024.0, warm_peak as f64 / 1024.0);
 
     // the peer: dnf on the same repositories and base rpmdb
@@ -277,6 +286,7 @@ pub fn solving(base: &Path) -> Result<()> {
         ms(dwarm),
         ms(dwarm) / ms(warm).max(1e-6)
     );
+    println!("  {:<42} {:>12} layerd {:.2}x faster from disk caches alone", "", "", ms(dwarm) / ms(disk).max(1e-6));
     println!("  {:<42} {:>9.1} MB cold, {:.1} MB warm", "dnf peak RSS", dcold_peak as f64 / 1024.0, dwarm_peak as f64 / 1024.0);
     println!("  (layerd's times are end to end through layerctl, D-Bus and the daemon's transaction)");
     h.shutdown()?;
