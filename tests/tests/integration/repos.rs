@@ -334,3 +334,26 @@ fn field_tools_with_real_centos_dependency_data() {
     let q = rpm_q(&h, &refs);
     assert!(q.status.success(), "the rpmdb lists them with their dependencies: {}", stdout(&q));
 }
+
+#[test]
+fn requests_by_nevra_provide_and_path_weak_deps_switch_and_expiry() {
+    let (mut h, _repo, httpd) = host_with_repo("repo-requests");
+    // metadata expires after a second: the next request fetches repomd.xml again
+    write_repo(&h, &repo_file("fixture-tools", &httpd.url(), "metadata_expire=1\n"));
+    let out = h.layerctl_ok(&["install", "--dry-run", "lshw-B.02.19-1.x86_64", "libpcap.so.1()(64bit)", "/usr/bin/tcpdump"]).unwrap();
+    for p in ["lshw-B.02.19-1.x86_64", "libpcap-1.10.0-1.x86_64", "tcpdump-4.99.0-1.x86_64"] {
+        assert!(out.contains(&format!("Adding: {p}")), "{p}: {out}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    httpd.clear_log();
+    h.layerctl_ok(&["install", "--dry-run", "lshw"]).unwrap();
+    assert!(httpd.requests().iter().any(|r| r == "/repodata/repomd.xml"), "expired metadata is fetched again");
+    // weak dependencies follow the config switch
+    let out = h.layerctl_ok(&["install", "--dry-run", "iperf3"]).unwrap();
+    assert!(out.contains("Adding: iperf3-docs-3.9-1.x86_64"), "Recommends by default: {out}");
+    h.exec_ok(&["sh", "-c", "mkdir -p /etc/layerd && echo 'install-weak-deps = false' > /etc/layerd/config.toml"]).unwrap();
+    h.stop_layerd().unwrap();
+    h.start_layerd().unwrap();
+    let out = h.layerctl_ok(&["install", "--dry-run", "iperf3"]).unwrap();
+    assert!(out.contains("Adding: iperf3-3.9-1.x86_64") && !out.contains("iperf3-docs"), "{out}");
+}
