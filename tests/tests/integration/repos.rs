@@ -357,3 +357,20 @@ fn requests_by_nevra_provide_and_path_weak_deps_switch_and_expiry() {
     let out = h.layerctl_ok(&["install", "--dry-run", "iperf3"]).unwrap();
     assert!(out.contains("Adding: iperf3-3.9-1.x86_64") && !out.contains("iperf3-docs"), "{out}");
 }
+
+#[test]
+fn metadata_compressed_with_xz_bz2_and_zstd() {
+    let h = booted_host("repo-compress");
+    let mut servers = Vec::new();
+    for (i, kind) in ["xz", "bz2", "zstd"].iter().enumerate() {
+        let repo = YumRepo::create_compressed(&h.dir.join(format!("c-{kind}")), &tools(), kind).unwrap();
+        let primary = std::fs::read_dir(repo.dir.join("repodata")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.contains("primary.xml")).unwrap();
+        let ext = match *kind { "zstd" => ".zst", "bz2" => ".bz2", _ => ".xz" };
+        assert!(primary.ends_with(ext), "{primary}");
+        let httpd = Httpd::serve(&repo.dir).unwrap();
+        write_repo(&h, &repo_file(&format!("c{i}"), &httpd.url(), ""));
+        let out = h.layerctl_ok(&["install", "--dry-run", "/usr/bin/tcpdump"]).unwrap();
+        assert!(out.contains("Adding: tcpdump-4.99.0-1.x86_64"), "{kind}: {out}");
+        servers.push((repo, httpd));
+    }
+}
