@@ -109,6 +109,7 @@ pub struct Synced {
     /// Identifies this metadata (the primary checksum): keys the solver cache.
     pub key: String,
     pub priority: i32,
+    pub cost: i32,
 }
 
 /// How to treat the network.
@@ -325,6 +326,7 @@ pub fn sync(repo: &Repo, cache_root: &Path, freshness: Freshness, want_filelists
         filelists,
         key: format!("{}{}", primary.checksum.hex, if want_filelists { "-fl" } else { "" }),
         priority: repo.priority,
+        cost: repo.cost,
     })
 }
 

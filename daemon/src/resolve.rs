@@ -152,7 +152,7 @@ impl Resolver {
         // everything the pool is built from: an identical key means an identical pool
         let mut key = format!("{arch}\n{base_commit}\n");
         for s in &synced {
-            key.push_str(&format!("{} {} {}\n", s.id, s.key, s.priority));
+            key.push_str(&format!("{} {} {} {}\n", s.id, s.key, s.priority, s.cost));
         }
         for r in enabled(&repos) {
             key.push_str(&format!("{} exclude={:?} include={:?}\n", r.id, r.exclude, r.includepkgs));
@@ -164,7 +164,8 @@ impl Resolver {
                 let mut pool = Pool::new(arch)?;
                 pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
                 for s in &synced {
-                    pool.add_rpmmd(&s.id, &s.primary, s.filelists.as_deref(), Some(&solv.join(format!("{}-{}.solv", s.id, s.key))), s.priority)?;
+                    let cache = solv.join(format!("{}-{}.solv", s.id, s.key));
+                    pool.add_rpmmd_with_cost(&s.id, &s.primary, s.filelists.as_deref(), Some(&cache), s.priority, s.cost)?;
                 }
                 for r in enabled(&repos) {
                     pool.filter_repo(&r.id, &r.exclude, false)?;

@@ -221,6 +221,20 @@ impl Pool {
     /// A repository from its rpm-md `primary` (and `filelists`, for file requests), through
     /// `cache` when given. Lower `priority` wins, as in dnf.
     pub fn add_rpmmd(&mut self, id: &str, primary: &Path, filelists: Option<&Path>, cache: Option<&Path>, priority: i32) -> Result<()> {
+        self.add_rpmmd_with_cost(id, primary, filelists, cache, priority, 1000)
+    }
+
+    /// [`Pool::add_rpmmd`] with dnf's `cost`: among equal priorities, the cheaper repository
+    /// wins (libsolv's subpriority, as libdnf sets it).
+    pub fn add_rpmmd_with_cost(
+        &mut self,
+        id: &str,
+        primary: &Path,
+        filelists: Option<&Path>,
+        cache: Option<&Path>,
+        priority: i32,
+        cost: i32,
+    ) -> Result<()> {
         let repo = self.new_repo(id)?;
         let loaded = cache.is_some_and(|c| Self::load_solv(repo, c));
         if !loaded {
@@ -242,9 +256,12 @@ impl Pool {
                 Self::write_solv(repo, c);
             }
         }
-        // libsolv: higher priority wins; dnf: lower wins
-        // SAFETY: repo is valid; plain field write.
-        unsafe { (*repo).priority = -priority };
+        // libsolv: higher priority wins; dnf: lower wins (and lower cost)
+        // SAFETY: repo is valid; plain field writes.
+        unsafe {
+            (*repo).priority = -priority;
+            (*repo).subpriority = -cost;
+        }
         Ok(())
     }
 

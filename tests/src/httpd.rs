@@ -18,6 +18,8 @@ struct State {
     cut_after: AtomicU64,
     stop: AtomicBool,
     log: Mutex<Vec<String>>,
+    /// `(path, first byte)` of requests with a `Range` header.
+    ranges: Mutex<Vec<(String, u64)>>,
 }
 
 pub struct Httpd {
@@ -68,6 +70,11 @@ impl Httpd {
         self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Requests that continued a download (`Range: bytes=N-`), as `(path, N)`.
+    pub fn ranged_requests(&self) -> Vec<(String, u64)> {
+        self.state.ranges.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     pub fn clear_log(&self) {
         if let Ok(mut l) = self.state.log.lock() {
             l.clear();
@@ -101,6 +108,11 @@ fn handle(conn: TcpStream, root: &Path, s: &State) -> Result<()> {
     }
     if let Ok(mut l) = s.log.lock() {
         l.push(path.clone());
+    }
+    if range_start > 0 {
+        if let Ok(mut r) = s.ranges.lock() {
+            r.push((path.clone(), range_start));
+        }
     }
     let mut out = conn;
     if s.down.load(Ordering::SeqCst) {

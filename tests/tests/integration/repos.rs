@@ -374,3 +374,28 @@ fn metadata_compressed_with_xz_bz2_and_zstd() {
         servers.push((repo, httpd));
     }
 }
+
+#[test]
+fn interrupted_downloads_resume_and_unavailable_repos_can_be_skipped() {
+    let (h, repo, httpd) = host_with_repo("repo-resume");
+    h.layerctl_ok(&["refresh-md"]).unwrap();
+    // every response is cut off after half the package: each retry continues where it stopped
+    let size = std::fs::metadata(repo.dir.join("lshw-B.02.19-1.x86_64.rpm")).unwrap().len();
+    httpd.cut_after(size / 2 + 1);
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
+    httpd.cut_after(0);
+    let ranges = httpd.ranged_requests();
+    assert!(ranges.iter().any(|(p, from)| p.ends_with("lshw-B.02.19-1.x86_64.rpm") && *from == size / 2 + 1), "{ranges:?}");
+    // a second, unreachable repository with skip_if_unavailable=1 is skipped with a message
+    let two = format!(
+        "{}\n[gone]\nname=gone\nbaseurl=http://127.0.0.1:9/\nskip_if_unavailable=1\n",
+        repo_file("fixture-tools", &httpd.url(), "")
+    );
+    write_repo(&h, &two);
+    let out = h.layerctl_ok(&["install", "--dry-run", "numactl"]).unwrap();
+    assert!(out.contains("Skipping repository [gone]"), "{out}");
+    assert!(out.contains("Adding: numactl-2.0.16-1.x86_64"), "{out}");
+    write_repo(&h, &two.replace("skip_if_unavailable=1\n", ""));
+    let e = h.layerctl(&["install", "--dry-run", "numactl"]).unwrap();
+    assert!(stderr(&e).contains("repository [gone]"), "{}", stderr(&e));
+}
