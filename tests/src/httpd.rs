@@ -20,6 +20,8 @@ struct State {
     log: Mutex<Vec<String>>,
     /// `(path, first byte)` of requests with a `Range` header.
     ranges: Mutex<Vec<(String, u64)>>,
+    /// Absolute URLs requested through us as a proxy.
+    proxied: Mutex<Vec<String>>,
 }
 
 pub struct Httpd {
@@ -70,6 +72,11 @@ impl Httpd {
         self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// URLs requested through this server as an HTTP proxy.
+    pub fn proxied_requests(&self) -> Vec<String> {
+        self.state.proxied.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Requests that continued a download (`Range: bytes=N-`), as `(path, N)`.
     pub fn ranged_requests(&self) -> Vec<(String, u64)> {
         self.state.ranges.lock().map(|l| l.clone()).unwrap_or_default()
@@ -91,10 +98,44 @@ impl Drop for Httpd {
 }
 
 fn handle(conn: TcpStream, root: &Path, s: &State) -> Result<()> {
+    handle_via(conn, root, s, None)
+}
+
+/// Serve one request; `tunnel` is the `host:port` of a CONNECT this connection came through.
+fn handle_via(conn: TcpStream, root: &Path, s: &State, tunnel: Option<String>) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let target = words.next().unwrap_or("/").to_string();
+    if method == "CONNECT" {
+        // a forward proxy's tunnel: accept it, then answer the request inside as the origin
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let mut out = conn.try_clone()?;
+        write!(out, "HTTP/1.1 200 Connection established\r\n\r\n")?;
+        return handle_via(conn, root, s, Some(target));
+    }
+    if let Some(t) = &tunnel {
+        if let Ok(mut p) = s.proxied.lock() {
+            p.push(format!("http://{}{target}", t.trim_end_matches(":80")));
+        }
+    }
+    // acting as a forward proxy: `GET http://host/path` serves `/path` from here
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => {
+            if let Ok(mut p) = s.proxied.lock() {
+                p.push(target.clone());
+            }
+            format!("/{}", rest.split_once('/').map_or("", |(_, p)| p))
+        }
+        None => target.clone(),
+    };
     let mut range_start = 0u64;
     loop {
         let mut h = String::new();

@@ -24,6 +24,7 @@ pub mod gpgkeys;
 pub mod httpd;
 pub mod rpmbuild;
 pub mod sysroot;
+pub mod tls;
 pub mod vhost;
 pub mod yumrepo;
 

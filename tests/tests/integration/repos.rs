@@ -399,3 +399,42 @@ fn interrupted_downloads_resume_and_unavailable_repos_can_be_skipped() {
     let e = h.layerctl(&["install", "--dry-run", "numactl"]).unwrap();
     assert!(stderr(&e).contains("repository [gone]"), "{}", stderr(&e));
 }
+
+#[test]
+fn https_repositories_with_a_private_ca_and_client_certificates() {
+    let h = booted_host("repo-tls");
+    // certificates inside the sysroot directory, so the host reads them at /sysroot/tls
+    let certs = layerd_tests::tls::Certs::create(&h.sysroot.path.join("tls")).unwrap();
+    let repo = YumRepo::create(&h.dir.join("tlsrepo"), &tools()).unwrap();
+    let server = layerd_tests::tls::TlsServer::serve(&repo.dir, &certs, false).unwrap();
+    write_repo(&h, &repo_file("tls", &server.url(), ""));
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(!e.status.success(), "an unknown CA is refused");
+    assert!(stderr(&e).to_lowercase().contains("certificate"), "{}", stderr(&e));
+    write_repo(&h, &repo_file("tls", &server.url(), "sslverify=0\n"));
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+    write_repo(&h, &repo_file("tls", &server.url(), "sslcacert=/sysroot/tls/ca.pem\n"));
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
+    drop(server);
+    // a server demanding a client certificate
+    let server = layerd_tests::tls::TlsServer::serve(&repo.dir, &certs, true).unwrap();
+    write_repo(&h, &repo_file("tls", &server.url(), "sslcacert=/sysroot/tls/ca.pem\n"));
+    let e = h.layerctl(&["refresh-md", "-f"]).unwrap();
+    assert!(!e.status.success(), "no client certificate, no metadata: {}", stdout(&e));
+    write_repo(&h, &repo_file("tls", &server.url(), "sslcacert=/sysroot/tls/ca.pem\nsslclientcert=/sysroot/tls/client.pem\nsslclientkey=/sysroot/tls/client.key\n"));
+    h.layerctl_ok(&["refresh-md", "-f"]).unwrap();
+}
+
+#[test]
+fn downloads_go_through_the_configured_proxy() {
+    let h = booted_host("repo-proxy");
+    let repo = YumRepo::create(&h.dir.join("proxied"), &tools()).unwrap();
+    let proxy = Httpd::serve(&repo.dir).unwrap();
+    // the repository's host does not resolve: only the proxy can reach it
+    write_repo(&h, &repo_file("behind-proxy", "http://repo.invalid/", &format!("proxy={}\n", proxy.url())));
+    h.layerctl_ok(&["install", "lshw"]).unwrap();
+    let seen = proxy.proxied_requests();
+    assert!(seen.iter().any(|u| u == "http://repo.invalid/repodata/repomd.xml"), "{seen:?}");
+    assert!(seen.iter().any(|u| u == "http://repo.invalid/lshw-B.02.19-1.x86_64.rpm"), "{seen:?}");
+}
