@@ -95,6 +95,10 @@ mod pool_cache {
                 match c.as_ref() {
                     Some(e) if e.used.elapsed() >= KEEP => {
                         *c = None;
+                        drop(c);
+                        // hand the freed pool's memory back to the system, not just to malloc
+                        // SAFETY: malloc_trim has no preconditions.
+                        unsafe { libc::malloc_trim(0) };
                         return;
                     }
                     Some(_) => {}

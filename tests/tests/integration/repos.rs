@@ -61,6 +61,8 @@ fn install_tools_from_a_repository_reboot_upgrade_uninstall() {
     let (mut h, _repo, httpd) = host_with_repo("repo-install");
     let out = h.layerctl_ok(&["install", "tcpdump", "iperf3", "lshw", "numactl"]).unwrap();
     assert!(out.contains("Adding: libpcap-1.10.0-1.x86_64 (fixture-tools"), "dependencies are listed with their repository: {out}");
+    assert!(out.contains("Downloading 6 packages ("), "{out}");
+    assert!(out.contains("Downloading packages: 6 items, "), "byte and package progress reaches the client: {out}");
     let s = h.status_json().unwrap();
     let d = &s["deployments"][0];
     assert_eq!(d["staged"], true);
