@@ -95,7 +95,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
         txn.message("No deployments to remove");
     }
     if opts.pending || opts.rollback || opts.base {
-        let dropped = crate::layering::prune_cache(&locked, None);
+        let dropped = crate::pkgcache::prune_unused(&locked, None);
         if dropped > 0 {
             txn.message(format!("Dropped {dropped} package{} no deployment uses from the package cache", if dropped == 1 { "" } else { "s" }));
             changed = true;

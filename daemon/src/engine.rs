@@ -586,10 +586,10 @@ fn recover(txn: &Transaction, path: &SysrootPath, interrupted: &journal::Record)
         interrupted.title, interrupted.client
     ));
     let locked = path.lock_for(txn)?;
-    layering::remove_leftovers(path.path());
+    crate::build::remove_leftovers(path.path());
     txn.task("Removing leftovers", || locked.sysroot.cleanup(Some(txn.cancellable())))
         .context("cleaning up after the interrupted transaction")?;
-    layering::prune_cache(&locked, None);
+    crate::pkgcache::prune_unused(&locked, None);
     Ok(true)
 }
 

@@ -16,19 +16,14 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use glib::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Context, Error, Result};
 use crate::origin::Origin;
-use crate::pkgcache::{self, CachedPkg};
+use crate::pkgcache;
 use crate::rpmfile::LocalRpm;
 use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
 use crate::txn::Transaction;
-use crate::{assemble, gio, glib, mtree, ostree, resolve, rpmdb, scripts};
-
-/// Bump when the way trees are built changes, so an identical request rebuilds.
-const BUILD_FORMAT: u32 = 1;
+use crate::{build, deploy, glib, mtree, ostree, resolve, rpmdb};
 
 /// Options of a layering request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,7 +123,7 @@ impl LayerRequest {
 }
 
 /// `name` of a `name-[epoch:]version-release.arch` string.
-fn name_of_nevra(nevra: &str) -> &str {
+pub(crate) fn name_of_nevra(nevra: &str) -> &str {
     let mut it = nevra.rsplitn(3, '-');
     let _release_arch = it.next();
     let _version = it.next();
@@ -136,7 +131,7 @@ fn name_of_nevra(nevra: &str) -> &str {
 }
 
 /// The NEVRA of a `<sha256>:<nevra>` origin entry.
-fn entry_nevra(entry: &str) -> &str {
+pub(crate) fn entry_nevra(entry: &str) -> &str {
     entry.split_once(':').map_or(entry, |(_, n)| n)
 }
 
@@ -167,7 +162,7 @@ fn base_commit(repo: &ostree::Repo, d: &ostree::Deployment, origin: &Origin) -> 
         .ok_or_else(|| Error::InvalidState(format!("deployment {} is layered but its commit has no parent (base)", deployment_id(d))))
 }
 
-fn commit_meta_strs(repo: &ostree::Repo, csum: &str, key: &str) -> Vec<String> {
+pub(crate) fn commit_meta_strs(repo: &ostree::Repo, csum: &str, key: &str) -> Vec<String> {
     let Ok((c, _)) = repo.load_commit(csum) else { return Vec::new() };
     glib::VariantDict::new(Some(&c.child_value(0))).lookup::<Vec<String>>(key).ok().flatten().unwrap_or_default()
 }
@@ -183,58 +178,6 @@ fn deployment_etc(locked: &LockedSysroot, root: &Path, source: &ostree::Deployme
 fn commit_meta_str(repo: &ostree::Repo, csum: &str, key: &str) -> Option<String> {
     let (c, _) = repo.load_commit(csum).ok()?;
     glib::VariantDict::new(Some(&c.child_value(0))).lookup::<String>(key).ok().flatten()
-}
-
-/// Digest of everything a layered tree is built from.
-fn input_digest(base: &str, active: &[String], force: bool) -> String {
-    let mut h = Sha256::new();
-    h.update(format!("layerd-build-{BUILD_FORMAT}\0{base}\0force={force}\0"));
-    let sorted: BTreeSet<&String> = active.iter().collect();
-    for e in sorted {
-        h.update(e.as_bytes());
-        h.update([0]);
-    }
-    format!("{:x}", h.finalize())
-}
-
-/// A scratch directory on the repository's filesystem, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(sysroot: &Path, id: &str) -> Result<Self> {
-        let p = sysroot.join("ostree/repo/tmp").join(format!("layerd-{id}"));
-        if p.exists() {
-            remove_tree(&p);
-        }
-        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        remove_tree(&self.0);
-    }
-}
-
-fn remove_tree(p: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(p) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("removing {}: {e}", p.display());
-        }
-    }
-}
-
-/// Remove scratch directories an interrupted transaction left behind.
-pub fn remove_leftovers(sysroot: &Path) {
-    let tmp = sysroot.join("ostree/repo/tmp");
-    if let Ok(rd) = std::fs::read_dir(&tmp) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("layerd-") {
-                remove_tree(&e.path());
-            }
-        }
-    }
 }
 
 /// Run a layering transaction. Returns whether anything changed.
@@ -253,7 +196,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     if base != current_base {
         txn.message(format!("New base: {base}"));
     }
-    let scratch = Scratch::new(path.path(), &txn.id)?;
+    let scratch = build::Scratch::new(path.path(), &txn.id)?;
 
     // The base's packages (for "already provided by the base" and the rpmdb).
     let base_tree = ostree::MutableTree::from_commit(&repo, &base).with_context(|| format!("opening base commit {base}"))?;
@@ -375,7 +318,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let local_active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
     let mut active = local_active.clone();
     active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
-    let digest = input_digest(&base, &active, req.opts.force_replacefiles);
+    let digest = build::input_digest(&base, &active, req.opts.force_replacefiles);
     let same_set = {
         let a: BTreeSet<&String> = entries.iter().collect();
         let b: BTreeSet<&String> = origin.requested_local.iter().collect();
@@ -444,21 +387,13 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
     }
     if req.opts.download_only {
-        repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
-        let imported = (|| -> Result<()> {
+        build::in_repo_transaction(txn, &repo, || {
             for d in &downloads {
                 txn.check_cancelled()?;
                 pkgcache::ensure(&repo, &d.rpm, txn.cancellable())?;
             }
             Ok(())
-        })();
-        match imported.and_then(|_| repo.commit_transaction(Some(txn.cancellable())).map(|_| ()).context("committing the package cache")) {
-            Ok(()) => {}
-            Err(e) => {
-                let _ = repo.abort_transaction(gio::Cancellable::NONE);
-                return Err(e);
-            }
-        }
+        })?;
         txn.message(format!(
             "Downloaded {} package{}; apply with the same request and --cache-only",
             downloads.len(),
@@ -466,11 +401,11 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         ));
         return Ok(false);
     }
-    let digest = input_digest(&base, &active, req.opts.force_replacefiles);
+    let digest = build::input_digest(&base, &active, req.opts.force_replacefiles);
 
     // Build: on the source's own layered commit when the request only adds packages to it,
     // else on the base.
-    let prior = prior_build(&repo, &source, &origin, &base, &current_base, &active, req);
+    let prior = build::prior_build(&repo, &source, &origin, &base, &current_base, &active, req);
     let (tree, db, prior_active) = match prior {
         Some(prior_active) => {
             let csum = source.csum().to_string();
@@ -486,8 +421,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     } else {
         let mut inputs: Vec<&LocalInput> = req.install_local.iter().collect();
         inputs.extend(downloads.iter());
-        repo.prepare_transaction(Some(txn.cancellable())).context("starting a repository transaction")?;
-        let plan = BuildPlan {
+        let plan = build::BuildPlan {
             base: &base,
             active: &active,
             prior: &prior_active,
@@ -497,63 +431,15 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
             local: &local_active,
             requested: &requested,
         };
-        let built = build(txn, &repo, &tree, db, &plan, &scratch.0);
-        match built {
-            Ok(c) => match repo.commit_transaction(Some(txn.cancellable())) {
-                Ok(_) => c,
-                Err(e) => {
-                    let _ = repo.abort_transaction(gio::Cancellable::NONE);
-                    return Err(e).context("committing the repository transaction");
-                }
-            },
-            Err(e) => {
-                if let Err(a) = repo.abort_transaction(gio::Cancellable::NONE) {
-                    log::warn!("aborting the repository transaction: {a}");
-                }
-                return Err(e);
-            }
-        }
+        build::in_repo_transaction(txn, &repo, || build::build(txn, &repo, &tree, db, &plan, &scratch.0))?
     };
     txn.check_cancelled().inspect_err(|_| {
-        prune_cache(&locked, None);
+        pkgcache::prune_unused(&locked, None);
     })?;
 
-    // The new origin: the source's, with the new package set.
-    let new_origin = glib::KeyFile::new();
-    new_origin
-        .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
-        .context("copying the origin")?;
-    let refspec = origin.base_refspec().map(str::to_string);
-    if entries.is_empty() && requested.is_empty() {
-        let _ = new_origin.remove_key("origin", "baserefspec");
-        if let Some(r) = &refspec {
-            if origin.container_image_reference.is_none() {
-                new_origin.set_string("origin", "refspec", r);
-            }
-        }
-        let _ = new_origin.remove_key("packages", "requested-local");
-        let _ = new_origin.remove_key("packages", "requested");
-        if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
-            let _ = new_origin.remove_group("packages");
-        }
-    } else {
-        if let Some(r) = &refspec {
-            if origin.container_image_reference.is_none() {
-                let _ = new_origin.remove_key("origin", "refspec");
-                new_origin.set_string("origin", "baserefspec", r);
-            }
-        }
-        for (key, list) in [("requested-local", &entries), ("requested", &requested)] {
-            if list.is_empty() {
-                let _ = new_origin.remove_key("packages", key);
-            } else {
-                new_origin.set_value("packages", key, &keyfile_list(list));
-            }
-        }
-    }
-
-    let res = stage(txn, &locked, &source, &osname, &commit, &new_origin);
-    prune_cache(&locked, Some(&active));
+    let new_origin = deploy::new_origin(&origin_kf, &origin, &entries, &requested)?;
+    let res = deploy::stage(txn, &locked, &source, &osname, &commit, &new_origin);
+    pkgcache::prune_unused(&locked, Some(&active));
     res?;
     Ok(true)
 }
@@ -599,208 +485,6 @@ fn pull_base(txn: &Transaction, repo: &ostree::Repo, origin: &Origin) -> Result<
     Ok(rev.to_string())
 }
 
-/// When the new active set only adds to what the source deployment's commit (built by layerd,
-/// on the same base, without --force-replacefiles) layers, the entries it already has: the
-/// new commit is built on it and only the added packages are grafted, scripted and recorded.
-fn prior_build(
-    repo: &ostree::Repo,
-    source: &ostree::Deployment,
-    origin: &Origin,
-    base: &str,
-    current_base: &str,
-    active: &[String],
-    req: &LayerRequest,
-) -> Option<Vec<String>> {
-    if req.upgrade || base != current_base || !origin.is_layered() || req.opts.force_replacefiles {
-        return None;
-    }
-    let csum = source.csum().to_string();
-    let (c, _) = repo.load_commit(&csum).ok()?;
-    let meta = glib::VariantDict::new(Some(&c.child_value(0)));
-    let prior: Vec<String> = meta.lookup::<Vec<String>>("layerd.layered").ok().flatten()?;
-    let prior_digest: String = meta.lookup::<String>("layerd.inputs").ok().flatten()?;
-    let parent = ostree::commit_get_parent(&c).map(|p| p.to_string());
-    let fits = parent.as_deref() == Some(base)
-        && prior_digest == input_digest(base, &prior, false)
-        && !prior.is_empty()
-        && prior.len() < active.len()
-        && prior.iter().all(|e| active.contains(e));
-    fits.then_some(prior)
-}
-
-/// What one build puts together.
-struct BuildPlan<'a> {
-    base: &'a str,
-    /// Every active entry of the new commit.
-    active: &'a [String],
-    /// Entries already in the tree the build starts from (empty: it starts from the base).
-    prior: &'a [String],
-    inputs: &'a [&'a LocalInput],
-    digest: &'a str,
-    opts: &'a LayerOptions,
-    /// The active local entries (for the metadata).
-    local: &'a [String],
-    /// Repository requests (for the metadata).
-    requested: &'a [String],
-}
-
-/// Build the layered commit (inside an open repository transaction).
-fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::MutableTree, db: rpmdb::Rpmdb, plan: &BuildPlan<'_>, scratch: &Path) -> Result<String> {
-    let BuildPlan { base, active, prior, inputs, digest, opts, local, requested } = *plan;
-    // packages already in the starting tree first, then the ones to add
-    let mut order: Vec<&String> = active.iter().filter(|e| prior.contains(e)).collect();
-    order.extend(active.iter().filter(|e| !prior.contains(e)));
-    let first_new = prior.len();
-    let mut pkgs: Vec<CachedPkg> = Vec::new();
-    txn.task("Importing packages", || -> Result<()> {
-        for e in order {
-            txn.check_cancelled()?;
-            let sha = e.split_once(':').map_or("", |(s, _)| s);
-            let p = match inputs.iter().find(|i| i.rpm.sha256 == sha) {
-                Some(i) => {
-                    let (p, imported) = pkgcache::ensure(repo, &i.rpm, txn.cancellable())?;
-                    if imported {
-                        txn.message(format!("Imported {}", p.nevra));
-                    }
-                    p
-                }
-                None => pkgcache::find_entry(repo, e)?.ok_or_else(|| {
-                    Error::InvalidState(format!(
-                        "{} is requested but no longer in the package cache; install it again from its file",
-                        entry_nevra(e)
-                    ))
-                })?,
-            };
-            pkgs.push(p);
-        }
-        Ok(())
-    })?;
-    txn.check_cancelled()?;
-    txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, first_new, opts.force_replacefiles))?;
-    let added = &pkgs[first_new..];
-    let triggers = db.file_triggers()?;
-    let scripts = scripts::collect(added, tree, &triggers)?;
-    if !scripts.is_empty() {
-        let meta = mtree::vardict(&[("layerd.scratch", true.to_variant())]);
-        let tmp = mtree::commit(repo, tree, Some(base), "layerd scriptlet scratch tree", &meta, txn.cancellable())?;
-        scripts::run(txn, repo, tree, &tmp, &scripts, &scratch.join("scripts"))?;
-    }
-    txn.check_cancelled()?;
-    assemble::apply_owners(repo, tree, added, txn.cancellable())?;
-    txn.task("Writing the rpmdb", || -> Result<()> {
-        db.add(added, scratch)?;
-        db.store(repo, tree, txn.cancellable())
-    })?;
-    txn.check_cancelled()?;
-    let (base_c, _) = repo.load_commit(base).with_context(|| format!("loading base commit {base}"))?;
-    let base_meta = glib::VariantDict::new(Some(&base_c.child_value(0)));
-    let mut meta: Vec<(&str, glib::Variant)> = vec![
-        ("layerd.base-commit", base.to_variant()),
-        ("layerd.packages", pkgs.iter().map(|p| p.nevra.clone()).collect::<Vec<_>>().to_variant()),
-        ("layerd.requested-local", local.to_vec().to_variant()),
-        ("layerd.requested", requested.to_vec().to_variant()),
-        ("layerd.layered", active.to_vec().to_variant()),
-        ("layerd.inputs", digest.to_variant()),
-        ("layerd.version", crate::VERSION.to_variant()),
-        ("rpmostree.clientlayer", true.to_variant()),
-    ];
-    if let Ok(Some(v)) = base_meta.lookup::<String>("version") {
-        meta.push(("version", v.to_variant()));
-    }
-    let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
-    txn.task("Writing the commit", || {
-        mtree::commit(repo, tree, Some(base), &format!("layerd: {}", names.join(", ")), &mtree::vardict(&meta), txn.cancellable())
-    })
-}
-
-/// Stage (booted) or write (offline sysroot) the new deployment, keeping the source's kernel
-/// arguments and merging `/etc` from the merge deployment.
-fn stage(
-    txn: &Transaction,
-    locked: &LockedSysroot,
-    source: &ostree::Deployment,
-    osname: &str,
-    commit: &str,
-    origin: &glib::KeyFile,
-) -> Result<()> {
-    let sysroot = &locked.sysroot;
-    let kargs: Vec<String> = source
-        .bootconfig()
-        .and_then(|b| b.get("options"))
-        .map(|o| o.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    let kargs_ref: Vec<&str> = kargs.iter().map(String::as_str).collect();
-    let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_ref), ..Default::default() };
-    let merge = sysroot.merge_deployment(Some(osname));
-    if sysroot.is_booted() {
-        txn.task("Staging the deployment", || {
-            sysroot
-                .stage_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), &opts, Some(txn.cancellable()))
-                .context("staging the new deployment")
-        })?;
-        txn.message("Run \"systemctl reboot\" to start a reboot");
-    } else {
-        let new = txn.task("Writing the deployment", || {
-            sysroot
-                .deploy_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), Some(&opts), Some(txn.cancellable()))
-                .context("writing the new deployment")
-        })?;
-        sysroot
-            .simple_write_deployment(
-                Some(osname),
-                &new,
-                merge.as_ref(),
-                ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
-                Some(txn.cancellable()),
-            )
-            .context("adding the new deployment to the boot list")?;
-        txn.message("The new deployment is the default for the next boot");
-    }
-    Ok(())
-}
-
-/// A keyfile string list (`a;b;`), as glib writes it.
-fn keyfile_list(items: &[String]) -> String {
-    items.iter().map(|i| format!("{};", i.replace('\\', "\\\\").replace(';', "\\;"))).collect()
-}
-
-/// Drop package cache refs no deployment's origin (and not `keep`) asks for; returns how many.
-/// Their objects go with the next repository prune (`cleanup -b`, or libostree's own).
-pub fn prune_cache(locked: &LockedSysroot, keep: Option<&[String]>) -> usize {
-    let repo = locked.sysroot.repo();
-    let mut used: HashSet<String> = HashSet::new();
-    if let Err(e) = locked.sysroot.load(gio::Cancellable::NONE) {
-        log::warn!("reloading the sysroot to prune the package cache: {e}");
-        return 0;
-    }
-    for d in locked.sysroot.deployments() {
-        if let Some(kf) = d.origin() {
-            for e in Origin::from_keyfile(&kf).requested_local {
-                used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
-            }
-        }
-        for e in commit_meta_strs(&repo, d.csum().as_str(), "layerd.layered") {
-            used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
-        }
-    }
-    for e in keep.unwrap_or_default() {
-        used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
-    }
-    let Ok(refs) = pkgcache::list(&repo) else { return 0 };
-    let mut dropped = 0;
-    for (r, commit) in refs {
-        let Ok(p) = pkgcache::load(&repo, &commit) else { continue };
-        if !used.contains(&p.sha256) {
-            log::info!("package cache: dropping {r} ({}), no deployment uses it", p.nevra);
-            match repo.set_ref_immediate(None, &r, None, gio::Cancellable::NONE) {
-                Ok(()) => dropped += 1,
-                Err(e) => log::warn!("dropping {r}: {e}"),
-            }
-        }
-    }
-    dropped
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,13 +497,4 @@ mod tests {
         assert_eq!(entry_nevra("abc:foo-1-1.x86_64"), "foo-1-1.x86_64");
     }
 
-    #[test]
-    fn digest_ignores_order_and_sees_everything_else() {
-        let a = vec!["s1:a-1-1.x86_64".to_string(), "s2:b-1-1.x86_64".to_string()];
-        let b = vec![a[1].clone(), a[0].clone()];
-        assert_eq!(input_digest("base", &a, false), input_digest("base", &b, false));
-        assert_ne!(input_digest("base", &a, false), input_digest("base2", &a, false));
-        assert_ne!(input_digest("base", &a, false), input_digest("base", &a, true));
-        assert_ne!(input_digest("base", &a, false), input_digest("base", &a[..1], false));
-    }
 }

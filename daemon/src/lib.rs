@@ -8,20 +8,25 @@
 //! - [`origin`]: the deployment origin file (what was asked for), in rpm-ostree's layout.
 //! - [`status`]: turning the sysroot into the typed status every client reads.
 //! - [`rollback`], [`cleanup`]: the deployment-list operations.
-//! - [`layering`]: install/uninstall of layered packages, built from [`rpmfile`] (checking a
-//!   local RPM), [`pkgcache`] (each RPM imported once as an ostree commit, placed by
-//!   [`pathrules`]), [`assemble`] (grafting package trees onto the base in memory, clashes,
-//!   owners), [`scripts`] (scriptlets in bubblewrap over an overlay), [`rpmdb`] (the new
-//!   deployment's rpmdb via the host's rpm) and [`mtree`] (ostree tree helpers).
+//! - [`layering`]: install/uninstall/upgrade of layered packages (planning the request), built
+//!   by [`build`] from [`rpmfile`] (checking a local RPM), [`pkgcache`] (each RPM imported once
+//!   as an ostree commit, placed by [`pathrules`]), [`assemble`] (grafting package trees onto
+//!   the base in memory, clashes, owners), [`scripts`] (scriptlets in bubblewrap over an
+//!   overlay), [`rpmdb`] (the new deployment's rpmdb via the host's rpm) and [`mtree`] (ostree
+//!   tree helpers), then handed to libostree by [`deploy`].
+//! - Repository packages: [`repos`] (`.repo` files), [`repomd`] (metadata), [`fetch`]
+//!   (downloads), [`solve`] (libsolv), [`gpg`] (signatures), tied together by [`resolve`].
 //! - [`txn`]: the transaction model (state, events, cancel, results).
 //! - [`engine`]: the single-writer engine: status cache, transactions, dispatch.
 //! - [`dbus`]: the `org.layerd.Layerd1` D-Bus objects.
 
 pub mod assemble;
+pub mod build;
 pub mod caps;
 pub mod cleanup;
 pub mod config;
 pub mod dbus;
+pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod fetch;

@@ -14,7 +14,7 @@
 //! [`crate::pathrules::place`], device nodes, FIFOs and sockets are refused, hardlinks become
 //! shared objects, file capabilities become the `security.capability` xattr.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Context, Error, Result};
@@ -370,6 +370,43 @@ fn import(repo: &ostree::Repo, rpm: &LocalRpm, cancellable: &gio::Cancellable) -
         header: header_bytes,
         owners,
     })
+}
+
+/// Drop package cache refs no deployment's origin (and not `keep`) asks for; returns how many.
+/// Their objects go with the next repository prune (`cleanup -b`, or libostree's own).
+pub fn prune_unused(locked: &crate::sysroot::LockedSysroot, keep: Option<&[String]>) -> usize {
+    let repo = locked.sysroot.repo();
+    let mut used: HashSet<String> = HashSet::new();
+    if let Err(e) = locked.sysroot.load(gio::Cancellable::NONE) {
+        log::warn!("reloading the sysroot to prune the package cache: {e}");
+        return 0;
+    }
+    for d in locked.sysroot.deployments() {
+        if let Some(kf) = d.origin() {
+            for e in crate::origin::Origin::from_keyfile(&kf).requested_local {
+                used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+            }
+        }
+        for e in crate::layering::commit_meta_strs(&repo, d.csum().as_str(), "layerd.layered") {
+            used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+        }
+    }
+    for e in keep.unwrap_or_default() {
+        used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+    }
+    let Ok(refs) = list(&repo) else { return 0 };
+    let mut dropped = 0;
+    for (r, commit) in refs {
+        let Ok(p) = load(&repo, &commit) else { continue };
+        if !used.contains(&p.sha256) {
+            log::info!("package cache: dropping {r} ({}), no deployment uses it", p.nevra);
+            match repo.set_ref_immediate(None, &r, None, gio::Cancellable::NONE) {
+                Ok(()) => dropped += 1,
+                Err(e) => log::warn!("dropping {r}: {e}"),
+            }
+        }
+    }
+    dropped
 }
 
 #[cfg(test)]

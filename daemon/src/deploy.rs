@@ -1,0 +1,100 @@
+//! Handing a built commit to libostree: the new origin (what was asked for) and staging (booted)
+//! or writing (offline sysroot) the deployment.
+
+use crate::error::{Context, Result};
+use crate::origin::Origin;
+use crate::sysroot::LockedSysroot;
+use crate::txn::Transaction;
+use crate::{glib, ostree};
+
+/// The new origin: the source's, with the new package sets. With nothing layered the base
+/// is plain again (`refspec=`); with packages it is `baserefspec=` plus `[packages]`, as
+/// rpm-ostree writes it.
+pub(crate) fn new_origin(origin_kf: &glib::KeyFile, origin: &Origin, entries: &[String], requested: &[String]) -> Result<glib::KeyFile> {
+    let new_origin = glib::KeyFile::new();
+    new_origin
+        .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
+        .context("copying the origin")?;
+    let refspec = origin.base_refspec().map(str::to_string);
+    if entries.is_empty() && requested.is_empty() {
+        let _ = new_origin.remove_key("origin", "baserefspec");
+        if let Some(r) = &refspec {
+            if origin.container_image_reference.is_none() {
+                new_origin.set_string("origin", "refspec", r);
+            }
+        }
+        let _ = new_origin.remove_key("packages", "requested-local");
+        let _ = new_origin.remove_key("packages", "requested");
+        if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
+            let _ = new_origin.remove_group("packages");
+        }
+    } else {
+        if let Some(r) = &refspec {
+            if origin.container_image_reference.is_none() {
+                let _ = new_origin.remove_key("origin", "refspec");
+                new_origin.set_string("origin", "baserefspec", r);
+            }
+        }
+        for (key, list) in [("requested-local", entries), ("requested", requested)] {
+            if list.is_empty() {
+                let _ = new_origin.remove_key("packages", key);
+            } else {
+                new_origin.set_value("packages", key, &keyfile_list(list));
+            }
+        }
+    }
+
+    Ok(new_origin)
+}
+
+/// Stage (booted) or write (offline sysroot) the new deployment, keeping the source's kernel
+/// arguments and merging `/etc` from the merge deployment.
+pub(crate) fn stage(
+    txn: &Transaction,
+    locked: &LockedSysroot,
+    source: &ostree::Deployment,
+    osname: &str,
+    commit: &str,
+    origin: &glib::KeyFile,
+) -> Result<()> {
+    let sysroot = &locked.sysroot;
+    let kargs: Vec<String> = source
+        .bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let kargs_ref: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_ref), ..Default::default() };
+    let merge = sysroot.merge_deployment(Some(osname));
+    if sysroot.is_booted() {
+        txn.task("Staging the deployment", || {
+            sysroot
+                .stage_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), &opts, Some(txn.cancellable()))
+                .context("staging the new deployment")
+        })?;
+        txn.message("Run \"systemctl reboot\" to start a reboot");
+    } else {
+        let new = txn.task("Writing the deployment", || {
+            sysroot
+                .deploy_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), Some(&opts), Some(txn.cancellable()))
+                .context("writing the new deployment")
+        })?;
+        sysroot
+            .simple_write_deployment(
+                Some(osname),
+                &new,
+                merge.as_ref(),
+                ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
+                Some(txn.cancellable()),
+            )
+            .context("adding the new deployment to the boot list")?;
+        txn.message("The new deployment is the default for the next boot");
+    }
+    Ok(())
+}
+
+/// A keyfile string list (`a;b;`), as glib writes it.
+fn keyfile_list(items: &[String]) -> String {
+    items.iter().map(|i| format!("{};", i.replace('\\', "\\\\").replace(';', "\\;"))).collect()
+}
+
