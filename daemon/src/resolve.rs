@@ -142,16 +142,28 @@ impl Resolver {
         }
         let mut synced = Vec::new();
         txn.task("Updating metadata", || -> Result<()> {
-            for r in enabled(&repos) {
-                txn.check_cancelled()?;
-                match repomd::sync(r, &settings.cache_dir.join("repomd"), settings.freshness, want_filelists, &|| txn.is_cancelled()) {
+            // every repository at once: fetching is network-bound
+            let results: Vec<(&Repo, Result<Synced>)> = std::thread::scope(|sc| {
+                let jobs: Vec<_> = enabled(&repos)
+                    .into_iter()
+                    .map(|r| {
+                        let cache = settings.cache_dir.join("repomd");
+                        (r, sc.spawn(move || repomd::sync(r, &cache, settings.freshness, want_filelists, &|| txn.is_cancelled())))
+                    })
+                    .collect();
+                jobs.into_iter()
+                    .map(|(r, j)| (r, j.join().unwrap_or_else(|_| Err(Error::Failed(format!("repository [{}]: metadata sync panicked", r.id))))))
+                    .collect()
+            });
+            for (r, res) in results {
+                match res {
                     Ok(s) => synced.push(s),
                     Err(Error::Cancelled) => return Err(Error::Cancelled),
                     Err(e) if r.skip_if_unavailable => txn.message(format!("Skipping repository [{}]: {e}", r.id)),
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            txn.check_cancelled()
         })?;
         // everything the pool is built from: an identical key means an identical pool
         let mut key = format!("{arch}\n{base_commit}\n");
@@ -165,6 +177,27 @@ impl Resolver {
             Some(p) => p,
             None => {
                 let solv = settings.cache_dir.join("solv");
+                // parse metadata without a .solv cache yet in parallel, one pool per repository
+                // (libsolv pools are single-threaded); the pool below then loads the caches
+                let todo: Vec<&Synced> = synced.iter().filter(|s| !solv.join(format!("{}-{}.solv", s.id, s.key)).exists()).collect();
+                if todo.len() > 1 {
+                    std::thread::scope(|sc| -> Result<()> {
+                        let jobs: Vec<_> = todo
+                            .iter()
+                            .map(|s| {
+                                let cache = solv.join(format!("{}-{}.solv", s.id, s.key));
+                                sc.spawn(move || -> Result<()> {
+                                    let mut p = Pool::new(arch)?;
+                                    p.add_rpmmd_with_cost(&s.id, &s.primary, s.filelists.as_deref(), Some(&cache), s.priority, s.cost)
+                                })
+                            })
+                            .collect();
+                        for j in jobs {
+                            j.join().unwrap_or_else(|_| Err(Error::Failed("metadata parsing panicked".into())))?;
+                        }
+                        Ok(())
+                    })?;
+                }
                 let mut pool = Pool::new(arch)?;
                 pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
                 for s in &synced {

@@ -359,14 +359,19 @@ pub fn layering(base: &Path) -> Result<()> {
              ostree admin deploy --stage {os} naive"
         );
         let (mut floor, mut ours, mut classic, mut unchanged, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // flush earlier writes before each timed step, so no step pays for the one before
+        let settle = || h.exec_ok(&["sync"]).map(|_| ());
         for _ in 0..RUNS {
+            settle()?;
             floor.push(timed(|| h.exec_ok(&["ostree", "admin", "deploy", "--stage", &os, &refspec]).map(|_| ()))?);
             h.layerctl_ok(&["cleanup", "-p"])?;
+            settle()?;
             let (total, before_staging) = install_timed(&h, &file)?;
             ours.push(total);
             work.push(before_staging);
             unchanged.push(timed(|| h.layerctl_ok(&["install", "--idempotent", &file]).map(|_| ()))?);
             h.layerctl_ok(&["cleanup", "-p"])?;
+            settle()?;
             classic.push(timed(|| h.exec_ok(&["sh", "-c", &naive]).map(|_| ()))?);
             h.layerctl_ok(&["cleanup", "-p"])?;
             h.exec_ok(&["rm", "-rf", "/sysroot/ostree/repo/tmp/naive"])?;
