@@ -76,6 +76,35 @@ impl YumRepo {
         self.createrepo()
     }
 
+    /// Replace the primary metadata with `xml` (gzip-compressed), keeping repomd.xml consistent
+    /// (location, checksum, size): hostile metadata that passes the checksum check.
+    pub fn replace_primary(&self, xml: &[u8]) -> Result<()> {
+        use sha2::Digest;
+        use std::io::Write;
+        let repodata = self.dir.join("repodata");
+        let old = std::fs::read_dir(&repodata)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("primary.xml"))
+            .context("no primary metadata")?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(xml)?;
+        let bytes = gz.finish()?;
+        let sum = format!("{:x}", sha2::Sha256::digest(&bytes));
+        let name = format!("{sum}-primary.xml.gz");
+        std::fs::write(repodata.join(&name), &bytes)?;
+        let old_name = old.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let old_sum = old_name.split('-').next().unwrap_or_default().to_string();
+        let old_size = std::fs::metadata(&old)?.len();
+        std::fs::remove_file(&old)?;
+        let repomd = std::fs::read_to_string(repodata.join("repomd.xml"))?
+            .replace(&format!("repodata/{old_name}"), &format!("repodata/{name}"))
+            .replacen(&format!(">{old_sum}<"), &format!(">{sum}<"), 1)
+            .replacen(&format!("<size>{old_size}</size>"), &format!("<size>{}</size>", bytes.len()), 1);
+        std::fs::write(repodata.join("repomd.xml"), repomd)?;
+        Ok(())
+    }
+
     /// Remove a package file and regenerate the metadata.
     pub fn remove(&self, nevra: &str) -> Result<()> {
         std::fs::remove_file(self.dir.join(format!("{nevra}.rpm")))?;

@@ -440,3 +440,25 @@ fn downloads_go_through_the_configured_proxy() {
     assert!(seen.iter().any(|u| u == "http://repo.invalid/repodata/repomd.xml"), "{seen:?}");
     assert!(seen.iter().any(|u| u == "http://repo.invalid/lshw-B.02.19-1.x86_64.rpm"), "{seen:?}");
 }
+
+#[test]
+fn entity_tricks_in_primary_metadata_fail_cleanly() {
+    let h = booted_host("repo-entities");
+    let repo = YumRepo::create(&h.dir.join("bomb"), &tools()).unwrap();
+    // "billion laughs": nested entities that would expand to gigabytes
+    let mut bomb = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE metadata [\n<!ENTITY l0 \"lollollollollollollollollollol\">\n");
+    for i in 1..10 {
+        bomb.push_str(&format!("<!ENTITY l{i} \"{}\">\n", format!("&l{};", i - 1).repeat(10)));
+    }
+    bomb.push_str("]>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" packages=\"1\"><package type=\"rpm\"><name>&l9;</name></package></metadata>\n");
+    repo.replace_primary(bomb.as_bytes()).unwrap();
+    let httpd = Httpd::serve(&repo.dir).unwrap();
+    write_repo(&h, &repo_file("bomb", &httpd.url(), ""));
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["install", "lshw"]).unwrap();
+    assert!(!e.status.success());
+    // the XML parser's amplification limit stops it; the error names repository and file
+    assert!(stderr(&e).contains("repository bomb: reading") && stderr(&e).contains("amplification"), "{}", stderr(&e));
+    assert!(h.layerctl_ok(&["status"]).is_ok(), "the daemon survived");
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+}
