@@ -5,7 +5,9 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::fixture::{OsSpec, REF, REMOTE};
+use crate::httpd::Httpd;
 use crate::rpmbuild::{Entry, RpmSpec, Script};
+use crate::yumrepo::{repo_file, YumRepo};
 use crate::VirtualHost;
 
 fn step(title: &str) {
@@ -59,29 +61,32 @@ pub fn run(base: &Path) -> Result<()> {
     step("Drop the old deployment");
     show(&host, &["cleanup", "-r"])?;
 
-    step("Layer troubleshooting tools from local RPM files (passed to layerd as descriptors)");
-    let rpms = host.dir.join("rpms");
-    std::fs::create_dir_all(&rpms)?;
-    let mut files = Vec::new();
-    for (name, version) in [("htop", "3.2.1"), ("tcpdump", "4.99.4")] {
-        let spec = RpmSpec::new(name, version)
-            .release("1.el9")
-            .entry(Entry::file(&format!("/usr/bin/{name}"), format!("#!/bin/sh\necho '{name} {version} (demo build)'\n"), 0o755))
-            .script(Script::Post, &format!("echo '{name} installed' > /usr/share/{name}.installed"));
-        files.push(spec.write(&rpms)?.display().to_string());
-    }
-    let mut args = vec!["install"];
-    args.extend(files.iter().map(String::as_str));
-    show(&host, &args)?;
+    step("A package repository (rpm-md, served over http) is configured in /etc/yum.repos.d");
+    let bin = |name: &str| Entry::file(&format!("/usr/bin/{name}"), format!("#!/bin/sh\necho '{name} (demo build)'\n"), 0o755);
+    let repo = YumRepo::create(
+        &host.dir.join("demo-repo"),
+        &[
+            RpmSpec::new("libpcap", "1.10.0").release("1.el9").entry(Entry::file("/usr/lib64/libpcap.so.1", "elf", 0o755)).provides("libpcap.so.1()(64bit)").requires("libc.so.6()(64bit)"),
+            RpmSpec::new("tcpdump", "4.99.0").release("1.el9").entry(bin("tcpdump")).requires("libpcap.so.1()(64bit)"),
+            RpmSpec::new("htop", "3.2.1").release("1.el9").entry(bin("htop")).script(Script::Post, "echo 'htop installed' > /usr/share/htop.installed"),
+            RpmSpec::new("iperf3", "3.9").release("1.el9").entry(bin("iperf3")),
+        ],
+    )?;
+    let httpd = Httpd::serve(&repo.dir)?;
+    let repo_text = repo_file("demo-tools", &httpd.url(), "");
+    inside(&host, &["sh", "-c", &format!("mkdir -p /etc/yum.repos.d && printf '%s' '{repo_text}' > /etc/yum.repos.d/demo.repo && cat /etc/yum.repos.d/demo.repo")])?;
+
+    step("Layer troubleshooting tools: dependencies solved with libsolv, downloads checked");
+    show(&host, &["install", "tcpdump", "htop", "iperf3"])?;
     show(&host, &["status"])?;
     println!("\x1b[36m[node]# reboot\x1b[0m");
     host.reboot()?;
-    inside(&host, &["htop"])?;
-    inside(&host, &["/usr/bin/rpm", "--dbpath", "/usr/share/rpm", "-q", "htop", "tcpdump"])?;
+    inside(&host, &["tcpdump"])?;
+    inside(&host, &["/usr/bin/rpm", "--dbpath", "/usr/share/rpm", "-q", "tcpdump", "libpcap", "htop", "iperf3"])?;
     show(&host, &["status", "--json", "--booted"])?;
 
-    step("Remove one of them again (the other stays layered)");
-    show(&host, &["uninstall", "tcpdump"])?;
+    step("Remove one of them again (the others stay layered)");
+    show(&host, &["uninstall", "iperf3"])?;
     show(&host, &["status"])?;
     host.shutdown()?;
     println!("\nDemo complete.");
