@@ -40,6 +40,33 @@ struct ChangeOpts {
     wait: bool,
 }
 
+/// Options of upgrade/rebase/deploy.
+#[derive(Args, Debug, Clone)]
+struct BaseOpts {
+    /// Reboot once the new deployment is staged.
+    #[arg(short, long)]
+    reboot: bool,
+    /// Only say whether something newer is available.
+    #[arg(long)]
+    check: bool,
+    /// Like --check, and list the package differences.
+    #[arg(long)]
+    preview: bool,
+    /// Fetch the new base; deploy nothing.
+    #[arg(long)]
+    download_only: bool,
+}
+
+impl BaseOpts {
+    fn apply<'a>(&self, opts: &mut HashMap<&'a str, Value<'a>>) {
+        for (k, on) in [("reboot", self.reboot), ("check", self.check), ("preview", self.preview), ("download-only", self.download_only)] {
+            if on {
+                opts.insert(k, Value::from(true));
+            }
+        }
+    }
+}
+
 /// Options of install/uninstall.
 #[derive(Args, Debug, Clone)]
 struct LayerOpts {
@@ -136,9 +163,29 @@ enum Cmd {
     },
     /// Move to the newest version of the base (layered packages are carried over).
     Upgrade {
-        /// Reboot once the new deployment is staged.
-        #[arg(short, long)]
-        reboot: bool,
+        /// Accept a newest commit that is older than the current base.
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[command(flatten)]
+        base: BaseOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Move to another ostree ref (`remote:ref`, `:ref`), layered packages carried over.
+    Rebase {
+        refspec: String,
+        /// A commit checksum or version of the new ref (pinned).
+        revision: Option<String>,
+        #[command(flatten)]
+        base: BaseOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Deploy a given revision (commit checksum or version) of the current ref.
+    Deploy {
+        revision: String,
+        #[command(flatten)]
+        base: BaseOpts,
         #[command(flatten)]
         change: ChangeOpts,
     },
@@ -215,12 +262,28 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             update(&conn, opts, &install, &packages, all, &layer, &change).await
         }
-        Cmd::Upgrade { reboot, change } => {
-            if reboot {
-                opts.insert("reboot", Value::from(true));
+        Cmd::Upgrade { allow_downgrade, base, change } => {
+            base.apply(&mut opts);
+            if allow_downgrade {
+                opts.insert("allow-downgrade", Value::from(true));
             }
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.upgrade(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
+        Cmd::Rebase { refspec, revision, base, change } => {
+            base.apply(&mut opts);
+            if let Some(r) = &revision {
+                opts.insert("revision", Value::from(r.as_str()));
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.rebase(&refspec, opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
+        Cmd::Deploy { revision, base, change } => {
+            base.apply(&mut opts);
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.deploy(&revision, opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::RefreshMd { force, change } => {

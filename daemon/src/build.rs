@@ -95,7 +95,7 @@ pub(crate) fn prior_build(
     active: &[String],
     req: &LayerRequest,
 ) -> Option<Vec<String>> {
-    if req.upgrade || base != current_base || !origin.is_layered() || req.opts.force_replacefiles {
+    if req.base != crate::base::BaseChange::Keep || base != current_base || !origin.is_layered() || req.opts.force_replacefiles {
         return None;
     }
     let csum = source.csum().to_string();

@@ -18,9 +18,21 @@ use zbus::{fdo, Connection, ObjectServer};
 
 use crate::cleanup::CleanupOptions;
 use crate::engine::{Engine, Operation};
+use crate::base::BaseChange;
 use crate::layering::{LayerOptions, LayerRequest, LocalInput};
 use crate::rpmfile;
 use crate::txn::{Caller, Event, Transaction};
+
+/// Options shared by the calls that change the base (Upgrade, Rebase, Deploy).
+fn base_options(o: &mut Options) -> Result<LayerOptions, ApiError> {
+    Ok(LayerOptions {
+        reboot: o.bool("reboot")?,
+        check: o.bool("check")?,
+        preview: o.bool("preview")?,
+        download_only: o.bool("download-only")?,
+        ..Default::default()
+    })
+}
 
 /// Options of `Start`.
 fn start_options(map: HashMap<String, OwnedValue>) -> Result<Option<bool>, ApiError> {
@@ -215,6 +227,7 @@ impl Layerd1 {
             reboot: o.bool("reboot")?,
             download_only: o.bool("download-only")?,
             cache_only: o.bool("cache-only")?,
+            ..Default::default()
         };
         let client_id = o.string("client-id")?;
         o.finish()?;
@@ -242,7 +255,7 @@ impl Layerd1 {
         })
         .await
         .map_err(|e| ApiError::Failed(format!("reading the packages: {e}")))??;
-        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, upgrade: false, opts };
+        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, base: BaseChange::Keep, opts };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }
@@ -256,10 +269,52 @@ impl Layerd1 {
     ) -> Result<OwnedObjectPath, ApiError> {
         self.engine.touch();
         let mut o = Options::new("Upgrade", options);
-        let opts = LayerOptions { reboot: o.bool("reboot")?, ..Default::default() };
+        let allow_downgrade = o.bool("allow-downgrade")?;
+        let opts = base_options(&mut o)?;
         let client_id = o.string("client-id")?;
         o.finish()?;
-        let req = LayerRequest { upgrade: true, opts, ..Default::default() };
+        let req = LayerRequest { base: BaseChange::Upgrade { allow_downgrade }, opts, ..Default::default() };
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Layer(req), caller, conn, server).await
+    }
+
+    async fn rebase(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        refspec: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("Rebase", options);
+        let revision = o.string("revision")?;
+        let opts = base_options(&mut o)?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        crate::base::resolve_refspec(&refspec, None)?;
+        let req = LayerRequest { base: BaseChange::Rebase { refspec, revision }, opts, ..Default::default() };
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Layer(req), caller, conn, server).await
+    }
+
+    async fn deploy(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        revision: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("Deploy", options);
+        let opts = base_options(&mut o)?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        if revision.trim().is_empty() {
+            return Err(ApiError::InvalidArgument("deploy needs a revision: a commit checksum or a version".into()));
+        }
+        let req = LayerRequest { base: BaseChange::Deploy { revision }, opts, ..Default::default() };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }

@@ -2,6 +2,7 @@
 //! or writing (offline sysroot) the deployment.
 
 use crate::error::{Context, Result};
+use crate::base::NewBase;
 use crate::origin::Origin;
 use crate::sysroot::LockedSysroot;
 use crate::txn::Transaction;
@@ -10,12 +11,24 @@ use crate::{glib, ostree};
 /// The new origin: the source's, with the new package sets. With nothing layered the base
 /// is plain again (`refspec=`); with packages it is `baserefspec=` plus `[packages]`, as
 /// rpm-ostree writes it.
-pub(crate) fn new_origin(origin_kf: &glib::KeyFile, origin: &Origin, entries: &[String], requested: &[String]) -> Result<glib::KeyFile> {
+pub(crate) fn new_origin(
+    origin_kf: &glib::KeyFile,
+    origin: &Origin,
+    base: &NewBase,
+    entries: &[String],
+    requested: &[String],
+) -> Result<glib::KeyFile> {
     let new_origin = glib::KeyFile::new();
     new_origin
         .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
         .context("copying the origin")?;
-    let refspec = origin.base_refspec().map(str::to_string);
+    let refspec = base.refspec.clone().or_else(|| origin.base_refspec().map(str::to_string));
+    match &base.override_commit {
+        Some(c) => new_origin.set_string("origin", "override-commit", c),
+        None => {
+            let _ = new_origin.remove_key("origin", "override-commit");
+        }
+    }
     if entries.is_empty() && requested.is_empty() {
         let _ = new_origin.remove_key("origin", "baserefspec");
         if let Some(r) = &refspec {

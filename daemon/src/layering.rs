@@ -23,6 +23,7 @@ use crate::pkgcache;
 use crate::rpmfile::LocalRpm;
 use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
 use crate::txn::Transaction;
+use crate::base::{self, BaseChange};
 use crate::{build, deploy, glib, mtree, ostree, resolve, rpmdb};
 
 /// Options of a layering request.
@@ -41,6 +42,10 @@ pub struct LayerOptions {
     pub download_only: bool,
     /// Use only cached metadata and packages (no network).
     pub cache_only: bool,
+    /// With a base change: report what is available, change nothing.
+    pub check: bool,
+    /// `check`, plus the package differences between the current and the new base.
+    pub preview: bool,
 }
 
 /// A local RPM the client handed over (read and checked when the request came in).
@@ -68,17 +73,26 @@ pub struct LayerRequest {
     pub uninstall: Vec<String>,
     /// Drop every layered package (before installing `install_local`).
     pub uninstall_all: bool,
-    /// Build on the newest commit of the origin's ref (pulled first) instead of the current
-    /// base: `upgrade`. Layered packages are carried over.
-    pub upgrade: bool,
+    /// Build on another base: `upgrade`, `rebase`, `deploy`. Layered packages are carried over.
+    pub base: BaseChange,
     pub opts: LayerOptions,
 }
 
 impl LayerRequest {
     pub fn title(&self) -> String {
         let mut parts = Vec::new();
-        if self.upgrade {
-            parts.push("upgrade".to_string());
+        match &self.base {
+            BaseChange::Keep => {}
+            BaseChange::Upgrade { .. } => parts.push("upgrade".to_string()),
+            BaseChange::Rebase { refspec, revision: None } => parts.push(format!("rebase {refspec}")),
+            BaseChange::Rebase { refspec, revision: Some(r) } => parts.push(format!("rebase {refspec} {r}")),
+            BaseChange::Deploy { revision } => parts.push(format!("deploy {revision}")),
+        }
+        if self.opts.check {
+            parts.push("--check".into());
+        }
+        if self.opts.preview {
+            parts.push("--preview".into());
         }
         if self.uninstall_all {
             parts.push("uninstall --all".to_string());
@@ -98,7 +112,7 @@ impl LayerRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.install_local.is_empty() && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && !self.upgrade {
+        if self.install_local.is_empty() && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && self.base == BaseChange::Keep {
             return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
         }
         for n in &self.install {
@@ -106,7 +120,7 @@ impl LayerRequest {
                 return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
             }
         }
-        if self.opts.download_only && self.install.is_empty() && !self.upgrade {
+        if self.opts.download_only && self.install.is_empty() && self.base == BaseChange::Keep {
             return Err(Error::InvalidArgument("--download-only applies to repository packages; name some".into()));
         }
         let mut seen = HashSet::new();
@@ -192,11 +206,19 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
     let origin = Origin::from_keyfile(&origin_kf);
     let current_base = base_commit(&repo, &source, &origin)?;
-    let base = if req.upgrade { pull_base(txn, &repo, &origin)? } else { current_base.clone() };
+    let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base)?;
+    let base = new_base.commit.clone();
     if base != current_base {
-        txn.message(format!("New base: {base}"));
+        txn.message(format!("New base: {}", base::describe(&repo, &base)));
     }
     let scratch = build::Scratch::new(path.path(), &txn.id)?;
+    if req.opts.check || req.opts.preview {
+        return report_available(txn, &repo, &current_base, &base, req.opts.preview, &scratch.0);
+    }
+    if req.opts.download_only && req.install.is_empty() && req.base != BaseChange::Keep {
+        txn.message(format!("Downloaded {}; nothing deployed", base::describe(&repo, &base)));
+        return Ok(false);
+    }
 
     // The base's packages (for "already provided by the base" and the rpmdb).
     let base_tree = ostree::MutableTree::from_commit(&repo, &base).with_context(|| format!("opening base commit {base}"))?;
@@ -329,6 +351,8 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
     let unchanged = same_set
         && base == current_base
+        && new_base.refspec.as_deref() == origin.base_refspec()
+        && new_base.override_commit == origin.override_commit
         && !req.opts.download_only
         && if entries.is_empty() && requested.is_empty() {
             !origin.is_layered()
@@ -437,7 +461,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         pkgcache::prune_unused(&locked, None);
     })?;
 
-    let new_origin = deploy::new_origin(&origin_kf, &origin, &entries, &requested)?;
+    let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested)?;
     let res = deploy::stage(txn, &locked, &source, &osname, &commit, &new_origin);
     pkgcache::prune_unused(&locked, Some(&active));
     res?;
@@ -457,32 +481,34 @@ pub fn refresh_md(txn: &Transaction, path: &SysrootPath, force: bool, settings: 
     Ok(true)
 }
 
-/// `upgrade`: fetch the newest commit of the origin's refspec; returns it. The fetched commit
-/// stays in the repository (as after `ostree pull`) even if the rest of the transaction fails.
-fn pull_base(txn: &Transaction, repo: &ostree::Repo, origin: &Origin) -> Result<String> {
-    if origin.container_image_reference.is_some() {
-        return Err(Error::InvalidState(
-            "upgrading a container-image base is not supported by this layerd version".into(),
-        ));
+/// `--check` / `--preview`: say what the new base would be (and, previewing, how its packages
+/// differ from the current base's); change nothing. "Changed" means an update is available.
+fn report_available(txn: &Transaction, repo: &ostree::Repo, current: &str, new: &str, preview: bool, scratch: &Path) -> Result<bool> {
+    if new == current {
+        txn.message("No update available.");
+        return Ok(false);
     }
-    let refspec = origin
-        .base_refspec()
-        .ok_or_else(|| Error::InvalidState("the origin names no refspec to upgrade from".into()))?;
-    let (remote, branch) = match refspec.split_once(':') {
-        Some((r, b)) => (Some(r), b),
-        None => (None, refspec),
-    };
-    if let Some(remote) = remote {
-        txn.task(&format!("Fetching {refspec}"), || {
-            repo.pull(remote, &[branch], ostree::RepoPullFlags::NONE, None, Some(txn.cancellable()))
-                .with_context(|| format!("fetching {refspec}"))
-        })?;
+    txn.message(format!("Available: {}", base::describe(repo, new)));
+    if preview {
+        let pkgs = |commit: &str, dir: &str| -> Result<Vec<(String, String)>> {
+            let tree = ostree::MutableTree::from_commit(repo, commit).with_context(|| format!("opening commit {commit}"))?;
+            rpmdb::checkout(repo, &tree, commit, &scratch.join(dir), txn.cancellable())?.packages()
+        };
+        let (old, new) = (pkgs(current, "old")?, pkgs(new, "new")?);
+        for (name, nevra) in &new {
+            match old.iter().find(|(n, _)| n == name) {
+                None => txn.message(format!("  Added: {nevra}")),
+                Some((_, o)) if o != nevra => txn.message(format!("  Changed: {o} -> {nevra}")),
+                _ => {}
+            }
+        }
+        for (name, nevra) in &old {
+            if !new.iter().any(|(n, _)| n == name) {
+                txn.message(format!("  Removed: {nevra}"));
+            }
+        }
     }
-    let rev = repo
-        .resolve_rev(refspec, false)
-        .with_context(|| format!("resolving {refspec}"))?
-        .ok_or_else(|| Error::NotFound(format!("{refspec} does not exist in the repository")))?;
-    Ok(rev.to_string())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! - [`dbus`]: the `org.layerd.Layerd1` D-Bus objects.
 
 pub mod assemble;
+pub mod base;
 pub mod build;
 pub mod caps;
 pub mod cleanup;

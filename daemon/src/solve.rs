@@ -198,6 +198,9 @@ impl Pool {
         let repo = self.new_repo("@System")?;
         let loaded = cache.is_some_and(|c| Self::load_solv(repo, c));
         if !loaded {
+            // librpm keeps global state (macros, configuration): one rpmdb read at a time
+            static RPMDB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = RPMDB.lock().unwrap_or_else(|p| p.into_inner());
             let r = path_cstr(root)?;
             // SAFETY: valid pool and repo; rootdir is copied.
             let rc = unsafe {

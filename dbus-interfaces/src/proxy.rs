@@ -31,6 +31,10 @@ pub trait Layerd1 {
     /// Create a transaction moving to the newest commit of the origin's ref (layered packages
     /// carried over).
     fn upgrade(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction moving to another ostree ref (layered packages carried over).
+    fn rebase(&self, refspec: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction deploying a given revision (checksum or version) of the current ref.
+    fn deploy(&self, revision: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction downloading repository metadata.
     fn refresh_md(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).

@@ -73,13 +73,18 @@ impl FixtureRepo {
 
     /// Build the OS described by `spec` and commit it on [`REF`]; returns the commit checksum.
     pub fn commit(&self, spec: &OsSpec) -> Result<String> {
+        self.commit_to(spec, REF)
+    }
+
+    /// Build the OS described by `spec` and commit it on `branch`; returns the commit checksum.
+    pub fn commit_to(&self, spec: &OsSpec, branch: &str) -> Result<String> {
         let tree = self.build_tree(spec)?;
         let out = run(command(
             "ostree",
             [
                 format!("--repo={}", self.path.display()),
                 "commit".into(),
-                format!("--branch={REF}"),
+                format!("--branch={branch}"),
                 format!("--tree=dir={}", tree.display()),
                 "--bootable".into(),
                 format!("--add-metadata-string=version={}", spec.version),

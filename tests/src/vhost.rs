@@ -403,6 +403,11 @@ impl VirtualHost {
         self.fixture.commit(spec)
     }
 
+    /// Commit a fixture OS version to another branch of the fixture repo.
+    pub fn publish_to(&self, spec: &OsSpec, branch: &str) -> Result<String> {
+        self.fixture.commit_to(spec, branch)
+    }
+
     /// Run the real `layerctl` (outside the host, on the host's private system bus).
     pub fn layerctl(&self, args: &[&str]) -> Result<Output> {
         let mut c = self.layerctl_command(args);

@@ -6,3 +6,4 @@ mod skeleton;
 mod transactions;
 mod layering;
 mod repos;
+mod rebase;

@@ -1,0 +1,118 @@
+//! Issue 6 (ostree part): rebase between refs, upgrade --check/--preview/--allow-downgrade,
+//! deploy a revision.
+
+use layerd_tests::fixture::{OsSpec, REF};
+use layerd_tests::rpmbuild::{Entry, RpmSpec};
+use layerd_tests::VirtualHost;
+use serde_json::Value;
+
+use crate::common::*;
+
+const TESTING: &str = "fixture/x86_64/coreos/testing";
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+fn layer_tool(h: &VirtualHost) {
+    let dir = h.dir.join("rpms");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = RpmSpec::new("tool", "1").entry(Entry::file("/usr/bin/tool", "#!/bin/sh\necho tool\n", 0o755)).write(&dir).unwrap();
+    h.layerctl_ok(&["install", f.to_str().unwrap()]).unwrap();
+}
+
+fn os_version(h: &VirtualHost) -> String {
+    h.exec_ok(&["sh", "-c", ". /usr/lib/os-release; echo $VERSION_ID"]).unwrap().trim().to_string()
+}
+
+#[test]
+fn rebase_to_another_ref_carries_packages_and_rollback_returns() {
+    let mut h = booted_host("rebase-ref");
+    layer_tool(&h);
+    h.reboot().unwrap();
+    h.publish_to(&OsSpec::new("5.0"), TESTING).unwrap();
+    let out = h.layerctl_ok(&["rebase", &format!(":{TESTING}")]).unwrap();
+    assert!(out.contains("New base: 5.0 ("), "{out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    assert_eq!(d["origin"], format!("fixture:{TESTING}"));
+    assert_eq!(d["staged"], true);
+    assert_eq!(strs(&d["requested-local-packages"]), ["tool-1-1.x86_64"], "layered packages come along");
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "5.0");
+    assert_eq!(h.exec_ok(&["tool"]).unwrap(), "tool\n");
+    // rebasing to where it is changes nothing
+    let same = h.layerctl(&["rebase", "--unchanged-exit-77", &format!("fixture:{TESTING}")]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "{}", stderr(&same));
+    // and back
+    h.layerctl_ok(&["rollback"]).unwrap();
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "1.0");
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["origin"], format!("fixture:{REF}"));
+    // errors: nothing changes
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["rebase", "fixture:no/such/ref"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("no/such/ref"), "{}", stderr(&e));
+    let e = h.layerctl(&["rebase", "ostree-unverified-registry:quay.io/x/y:latest"]).unwrap();
+    assert!(stderr(&e).contains("container image references are not supported by this layerd version yet"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+}
+
+#[test]
+fn upgrade_check_preview_and_downgrade_protection() {
+    let mut h = booted_host("upgrade-check");
+    let none = h.layerctl(&["upgrade", "--check", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(none.status.code(), Some(77));
+    assert!(stdout(&none).contains("No update available."), "{}", stdout(&none));
+    let old = h.exec_ok(&["ostree", "rev-parse", &format!("fixture:{REF}")]).unwrap().trim().to_string();
+    // commit timestamps have one-second resolution: make 2.0 newer than 1.0
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    h.publish(&OsSpec::new("2.0")).unwrap();
+    let before = h.ostree_admin_status().unwrap();
+    let out = h.layerctl_ok(&["upgrade", "--check"]).unwrap();
+    assert!(out.contains("Available: 2.0 ("), "{out}");
+    let out = h.layerctl_ok(&["upgrade", "--preview"]).unwrap();
+    assert!(out.contains("Changed: fixture-release-1.0-1.x86_64 -> fixture-release-2.0-1.x86_64"), "{out}");
+    assert_eq!(h.ostree_admin_status().unwrap(), before, "--check and --preview change nothing");
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "2.0");
+    // the ref moves back to the older commit: upgrading to it is a downgrade
+    layerd_tests::cmd::run(layerd_tests::cmd::command(
+        "ostree",
+        [format!("--repo={}", h.fixture.path.display()), "reset".into(), REF.into(), old.clone()],
+    ))
+    .unwrap();
+    let e = h.layerctl(&["upgrade"]).unwrap();
+    assert!(stderr(&e).contains("is older than the current base") && stderr(&e).contains("--allow-downgrade"), "{}", stderr(&e));
+    h.layerctl_ok(&["upgrade", "--allow-downgrade"]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["checksum"], old);
+}
+
+#[test]
+fn deploy_a_revision_by_version_or_checksum() {
+    let mut h = booted_host("deploy-rev");
+    let two = h.publish(&OsSpec::new("2.0")).unwrap();
+    h.publish(&OsSpec::new("3.0")).unwrap();
+    h.layerctl_ok(&["deploy", "2.0"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["version"], "2.0");
+    assert_eq!(s["deployments"][0]["checksum"], two);
+    let origin = h.exec_ok(&["sh", "-c", &format!("cat /ostree/deploy/fixture/deploy/{two}.*.origin")]).unwrap();
+    assert!(origin.contains(&format!("override-commit={two}")), "{origin}");
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "2.0");
+    let e = h.layerctl(&["deploy", "9.9"]).unwrap();
+    assert!(stderr(&e).contains("has no commit with version 9.9"), "{}", stderr(&e));
+    // upgrade follows the ref again
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["version"], "3.0");
+    let csum = s["deployments"][0]["checksum"].as_str().unwrap().to_string();
+    let origin = h.exec_ok(&["sh", "-c", &format!("cat /ostree/deploy/fixture/deploy/{csum}.*.origin")]).unwrap();
+    assert!(!origin.contains("override-commit"), "{origin}");
+    // by checksum
+    h.layerctl_ok(&["deploy", &two]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["checksum"], two);
+}
