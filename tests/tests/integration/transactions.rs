@@ -115,6 +115,10 @@ fn sigkill_mid_transaction_then_restart_recovers_and_records_the_failure() {
     let lock = SysrootLock::take(&h).unwrap();
     let client = spawn(&h, &["rollback"]);
     wait_until("the rollback runs", || running_title(&h).as_deref() == Some("rollback"));
+    // the journal entry is written (and fsynced) as the transaction starts; kill after it, so
+    // there is something to recover (a kill before it interrupts nothing that ran)
+    let journal = h.sysroot.stateroot_var().join("lib/layerd/running.json");
+    wait_until("the transaction is journaled", || journal.exists());
     h.stop_layerd_with(libc::SIGKILL).unwrap();
     let out = finish(client);
     assert_eq!(out.status.code(), Some(1));
