@@ -30,6 +30,8 @@ pub struct NewBase {
     pub commit: String,
     /// The refspec the new origin tracks.
     pub refspec: Option<String>,
+    /// Or the container image reference it tracks.
+    pub image: Option<String>,
     /// `override-commit=` for the new origin (`deploy` pins a revision).
     pub override_commit: Option<String>,
 }
@@ -54,7 +56,7 @@ pub fn resolve_refspec(arg: &str, current: Option<&str>) -> Result<String> {
     }
     if arg.starts_with("ostree-") || arg.contains("://") {
         return Err(Error::InvalidArgument(format!(
-            "{arg}: container image references are not supported by this layerd version yet; give an ostree refspec (remote:ref)"
+            "{arg}: not an ostree refspec, nor an image reference layerd understands (ostree-unverified-registry:, ostree-unverified-image:, ostree-image-signed:, ostree-remote-image:)"
         )));
     }
     let current_remote = current.and_then(|c| split(c).0);
@@ -135,7 +137,17 @@ fn find_version(txn: &Transaction, repo: &ostree::Repo, refspec: &str, version: 
 /// Choose the new base for `change`, given the deployment's origin and current base commit.
 pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: &str, change: &BaseChange) -> Result<NewBase> {
     let current_refspec = origin.base_refspec().map(str::to_string);
-    let keep = NewBase { commit: current.to_string(), refspec: current_refspec.clone(), override_commit: origin.override_commit.clone() };
+    let keep = NewBase {
+        commit: current.to_string(),
+        refspec: current_refspec.clone(),
+        image: origin.container_image_reference.clone(),
+        override_commit: origin.override_commit.clone(),
+    };
+    // an image base: upgrade re-imports the same reference (a new digest means a new base)
+    if let (Some(img), BaseChange::Upgrade { .. }) = (&origin.container_image_reference, change) {
+        let imported = crate::container::import(txn, repo, &crate::container::parse(img)?)?;
+        return Ok(NewBase { commit: imported.commit, refspec: None, image: Some(img.clone()), override_commit: None });
+    }
     let need_ref = || {
         if origin.container_image_reference.is_some() {
             return Err(Error::InvalidState(
@@ -160,7 +172,12 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
                     )));
                 }
             }
-            Ok(NewBase { commit, refspec: Some(refspec), override_commit: None })
+            Ok(NewBase { commit, refspec: Some(refspec), image: None, override_commit: None })
+        }
+        BaseChange::Rebase { refspec, revision: None } if crate::container::is_image_reference(refspec) => {
+            let imgref = crate::container::parse(refspec)?;
+            let imported = crate::container::import(txn, repo, &imgref)?;
+            Ok(NewBase { commit: imported.commit, refspec: None, image: Some(imgref.to_string()), override_commit: None })
         }
         BaseChange::Rebase { refspec, revision } => {
             let cur = if origin.container_image_reference.is_some() { None } else { current_refspec.as_deref() };
@@ -172,7 +189,7 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
             };
             // a given revision is pinned, as `deploy` pins one
             let override_commit = revision.as_ref().map(|_| commit.clone());
-            Ok(NewBase { commit, refspec: Some(refspec), override_commit })
+            Ok(NewBase { commit, refspec: Some(refspec), image: None, override_commit })
         }
         BaseChange::Deploy { revision } => {
             let refspec = need_ref()?;
@@ -181,7 +198,7 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
             } else {
                 find_version(txn, repo, &refspec, revision.strip_prefix("version=").unwrap_or(revision))?
             };
-            Ok(NewBase { commit: commit.clone(), refspec: Some(refspec), override_commit: Some(commit) })
+            Ok(NewBase { commit: commit.clone(), refspec: Some(refspec), image: None, override_commit: Some(commit) })
         }
     }
 }
@@ -198,7 +215,7 @@ mod tests {
         assert_eq!(resolve_refspec("fedora/x86_64/coreos/next", cur).unwrap(), "fedora:fedora/x86_64/coreos/next");
         assert_eq!(resolve_refspec("other:x", cur).unwrap(), "other:x");
         assert_eq!(resolve_refspec("local/ref", None).unwrap(), "local/ref");
-        assert!(resolve_refspec("ostree-unverified-registry:quay.io/x:y", cur).unwrap_err().to_string().contains("container image"));
+        assert!(resolve_refspec("https://example.com/x", cur).unwrap_err().to_string().contains("not an ostree refspec"));
         assert!(resolve_refspec("has space", cur).is_err());
         assert!(is_checksum(&"a".repeat(64)) && !is_checksum("abc"));
     }

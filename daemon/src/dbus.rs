@@ -292,7 +292,15 @@ impl Layerd1 {
         let opts = base_options(&mut o)?;
         let client_id = o.string("client-id")?;
         o.finish()?;
-        crate::base::resolve_refspec(&refspec, None)?;
+        // refuse a malformed reference at once, before a transaction exists
+        if crate::container::is_image_reference(&refspec) {
+            if revision.is_some() {
+                return Err(ApiError::InvalidArgument("a revision applies to ostree refs, not to image references (use a tag or @digest)".into()));
+            }
+            crate::container::parse(&refspec)?;
+        } else {
+            crate::base::resolve_refspec(&refspec, None)?;
+        }
         let req = LayerRequest { base: BaseChange::Rebase { refspec, revision }, opts, ..Default::default() };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await

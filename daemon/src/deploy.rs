@@ -22,41 +22,34 @@ pub(crate) fn new_origin(
     new_origin
         .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
         .context("copying the origin")?;
-    let refspec = base.refspec.clone().or_else(|| origin.base_refspec().map(str::to_string));
+    let refspec = if base.image.is_some() { None } else { base.refspec.clone().or_else(|| origin.base_refspec().map(str::to_string)) };
     match &base.override_commit {
         Some(c) => new_origin.set_string("origin", "override-commit", c),
         None => {
             let _ = new_origin.remove_key("origin", "override-commit");
         }
     }
-    if entries.is_empty() && requested.is_empty() {
-        let _ = new_origin.remove_key("origin", "baserefspec");
-        if let Some(r) = &refspec {
-            if origin.container_image_reference.is_none() {
-                new_origin.set_string("origin", "refspec", r);
-            }
-        }
-        let _ = new_origin.remove_key("packages", "requested-local");
-        let _ = new_origin.remove_key("packages", "requested");
-        if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
-            let _ = new_origin.remove_group("packages");
-        }
-    } else {
-        if let Some(r) = &refspec {
-            if origin.container_image_reference.is_none() {
-                let _ = new_origin.remove_key("origin", "refspec");
-                new_origin.set_string("origin", "baserefspec", r);
-            }
-        }
-        for (key, list) in [("requested-local", entries), ("requested", requested)] {
-            if list.is_empty() {
-                let _ = new_origin.remove_key("packages", key);
-            } else {
-                new_origin.set_value("packages", key, &keyfile_list(list));
-            }
+    // the base: an image reference, or an ostree refspec (`refspec=` plain, `baserefspec=`
+    // with local changes, as rpm-ostree writes them)
+    let layered = !(entries.is_empty() && requested.is_empty());
+    for k in ["refspec", "baserefspec", "container-image-reference"] {
+        let _ = new_origin.remove_key("origin", k);
+    }
+    match (&base.image, &refspec) {
+        (Some(img), _) => new_origin.set_string("origin", "container-image-reference", img),
+        (None, Some(r)) => new_origin.set_string("origin", if layered { "baserefspec" } else { "refspec" }, r),
+        (None, None) => {}
+    }
+    for (key, list) in [("requested-local", entries), ("requested", requested)] {
+        if list.is_empty() {
+            let _ = new_origin.remove_key("packages", key);
+        } else {
+            new_origin.set_value("packages", key, &keyfile_list(list));
         }
     }
-
+    if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
+        let _ = new_origin.remove_group("packages");
+    }
     Ok(new_origin)
 }
 

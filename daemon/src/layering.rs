@@ -352,10 +352,11 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let unchanged = same_set
         && base == current_base
         && new_base.refspec.as_deref() == origin.base_refspec()
+        && new_base.image == origin.container_image_reference
         && new_base.override_commit == origin.override_commit
         && !req.opts.download_only
         && if entries.is_empty() && requested.is_empty() {
-            !origin.is_layered()
+            !origin.is_layered() || origin.container_image_reference.is_some() && origin.requested_local.is_empty() && origin.requested_packages.is_empty()
         } else {
             // a deployment another tool built from the same request counts as built
             source_digest.as_deref().is_none_or(|d| d == digest)

@@ -26,6 +26,7 @@ pub mod build;
 pub mod caps;
 pub mod cleanup;
 pub mod config;
+pub mod container;
 pub mod dbus;
 pub mod deploy;
 pub mod engine;

@@ -119,7 +119,11 @@ fn deployment(
         finalization_locked: staged && finalization_locked,
         origin: origin.base_refspec().map(str::to_string),
         container_image_reference: origin.container_image_reference.clone(),
-        container_image_reference_digest: None,
+        // the image's merge commit records its manifest digest (ostree-ext)
+        container_image_reference_digest: origin
+            .container_image_reference
+            .as_ref()
+            .and_then(|_| glib::VariantDict::new(Some(base_meta)).lookup::<String>("ostree.manifest-digest").ok().flatten()),
         custom_origin: origin
             .custom_url
             .clone()

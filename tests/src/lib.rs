@@ -22,6 +22,7 @@ pub mod demo;
 pub mod fixture;
 pub mod gpgkeys;
 pub mod httpd;
+pub mod images;
 pub mod rpmbuild;
 pub mod sysroot;
 pub mod tls;

@@ -116,3 +116,30 @@ fn deploy_a_revision_by_version_or_checksum() {
     h.layerctl_ok(&["deploy", &two]).unwrap();
     assert_eq!(h.status_json().unwrap()["deployments"][0]["checksum"], two);
 }
+
+#[test]
+fn rebase_to_a_bootable_container_image_and_back() {
+    let mut h = booted_host("image-rebase");
+    layer_tool(&h);
+    h.reboot().unwrap();
+    let commit = h.publish_to(&OsSpec::new("7.0"), "fixture/images/seven").unwrap();
+    let oci = h.sysroot.path.join("images/seven");
+    layerd_tests::images::encapsulate(&h.fixture.path, &commit, &oci).unwrap();
+    let image = "ostree-unverified-image:oci:/sysroot/images/seven";
+    let out = h.layerctl_ok(&["rebase", image]).unwrap();
+    assert!(out.contains("Fetching"), "{out}");
+    let s = h.status_json().unwrap();
+    let d = &s["deployments"][0];
+    assert_eq!(d["container-image-reference"], image);
+    assert!(d["container-image-reference-digest"].as_str().unwrap_or("").starts_with("sha256:"), "{d}");
+    assert_eq!(strs(&d["requested-local-packages"]), ["tool-1-1.x86_64"], "layered packages come along");
+    assert!(d["origin"].is_null(), "{d}");
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "7.0");
+    assert_eq!(h.exec_ok(&["tool"]).unwrap(), "tool\n");
+    let same = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "same image: {}{}", stdout(&same), stderr(&same));
+    h.layerctl_ok(&["rollback"]).unwrap();
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "1.0");
+}

@@ -1,0 +1,93 @@
+//! Bootable container images of the fixture OS: a fixture commit encapsulated with
+//! `ostree-ext` (the encapsulation bootc and rpm-ostree deploy) into an `oci:` directory, and a
+//! real registry (Debian's `docker-registry`) on 127.0.0.1 to push them to with skopeo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ostree_ext::container::{Config, ImageReference, Transport};
+
+use crate::cmd::{command, run};
+
+/// Encapsulate commit `rev` of the ostree repo at `repo` as an OCI image in the directory
+/// `dest` (created); returns the manifest digest.
+pub fn encapsulate(repo: &Path, rev: &str, dest: &Path) -> Result<String> {
+    std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
+    let r = ostree_ext::ostree::Repo::new_for_path(repo);
+    r.open(ostree_ext::gio::Cancellable::NONE).with_context(|| format!("opening {}", repo.display()))?;
+    let imgref = ImageReference { transport: Transport::OciDir, name: dest.display().to_string() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let digest = rt
+        .block_on(ostree_ext::container::encapsulate(&r, rev, &Config::default(), None, &imgref))
+        .with_context(|| format!("encapsulating {rev}"))?;
+    Ok(digest.to_string())
+}
+
+/// A `docker-registry` on 127.0.0.1 (plain http), its storage under `dir`.
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("storage"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("storage").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("docker-registry did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Registry { port, child })
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Push the `oci:` directory `src` as `name:tag`.
+    pub fn push(&self, src: &Path, name_tag: &str) -> Result<()> {
+        run(command("skopeo", ["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}", src.display()))
+            .arg(format!("docker://{}/{name_tag}", self.host())))
+        .with_context(|| format!("pushing {name_tag}"))?;
+        Ok(())
+    }
+
+    /// `/etc/containers/registries.conf` text marking this registry insecure (plain http).
+    pub fn registries_conf(&self) -> String {
+        format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", self.host())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where images of a test live: `<host dir>/images/<name>`.
+pub fn image_dir(base: &Path, name: &str) -> PathBuf {
+    base.join("images").join(name)
+}
