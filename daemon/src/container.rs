@@ -38,7 +38,17 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Failed("importing an image needs the daemon's runtime".into()))?;
     let shown = imgref.to_string();
-    let fail = |what: &str, e: anyhow::Error| Error::Failed(format!("{shown}: {what}: {e:#}"));
+    let fail = |what: &str, e: anyhow::Error| {
+        let text = format!("{e:#}");
+        if text.contains("not an ostree encapsulated container") {
+            Error::InvalidArgument(format!(
+                "{shown} is not a bootable image: it is not ostree-encapsulated (build it FROM a bootable \
+                 base such as Fedora CoreOS or RHCOS): {text}"
+            ))
+        } else {
+            Error::Failed(format!("{shown}: {what}: {text}"))
+        }
+    };
     txn.message(format!("Fetching {shown}"));
     let work = async {
         let mut importer = ImageImporter::new(repo, imgref, Default::default())

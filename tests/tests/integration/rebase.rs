@@ -54,8 +54,8 @@ fn rebase_to_another_ref_carries_packages_and_rollback_returns() {
     let e = h.layerctl(&["rebase", "fixture:no/such/ref"]).unwrap();
     assert!(!e.status.success());
     assert!(stderr(&e).contains("no/such/ref"), "{}", stderr(&e));
-    let e = h.layerctl(&["rebase", "ostree-unverified-registry:quay.io/x/y:latest"]).unwrap();
-    assert!(stderr(&e).contains("container image references are not supported by this layerd version yet"), "{}", stderr(&e));
+    let e = h.layerctl(&["rebase", "https://example.com/not/a/ref"]).unwrap();
+    assert!(stderr(&e).contains("not an ostree refspec, nor an image reference"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
 
@@ -142,4 +142,59 @@ fn rebase_to_a_bootable_container_image_and_back() {
     h.layerctl_ok(&["rollback"]).unwrap();
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "1.0");
+}
+
+#[test]
+fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
+    let mut h = booted_host("image-registry");
+    let registry = layerd_tests::images::Registry::start(&h.dir.join("registry")).unwrap();
+    // the registry is plain http: mark it insecure for the host's image tools
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf", registry.registries_conf())])
+        .unwrap();
+    let v8 = h.publish_to(&OsSpec::new("8.0"), "fixture/images/custom").unwrap();
+    let dir8 = h.dir.join("images/v8");
+    layerd_tests::images::encapsulate(&h.fixture.path, &v8, &dir8).unwrap();
+    registry.push(&dir8, "fixture/os:custom").unwrap();
+    let image = format!("ostree-unverified-registry:{}/fixture/os:custom", registry.host());
+    h.layerctl_ok(&["rebase", &image]).unwrap();
+    let s = h.status_json().unwrap();
+    let first_digest = s["deployments"][0]["container-image-reference-digest"].as_str().unwrap().to_string();
+    assert_eq!(s["deployments"][0]["container-image-reference"], image.as_str());
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "8.0");
+    let none = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(none.status.code(), Some(77), "{}", stderr(&none));
+    // a new image pushed to the same tag: upgrade stages it
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let v9 = h.publish_to(&OsSpec::new("9.0"), "fixture/images/custom").unwrap();
+    let dir9 = h.dir.join("images/v9");
+    layerd_tests::images::encapsulate(&h.fixture.path, &v9, &dir9).unwrap();
+    registry.push(&dir9, "fixture/os:custom").unwrap();
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_ne!(s["deployments"][0]["container-image-reference-digest"].as_str().unwrap(), first_digest);
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "9.0");
+    // errors name the problem and change nothing
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["rebase", &format!("ostree-unverified-registry:{}/fixture/os:nope", registry.host())]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("fixture/os:nope"), "{}", stderr(&e));
+    let e = h.layerctl(&["rebase", "ostree-unverified-registry:127.0.0.1:9/fixture/os:x"]).unwrap();
+    assert!(!e.status.success() && stderr(&e).contains("127.0.0.1:9"), "{}", stderr(&e));
+    let e = h.layerctl(&["rebase", "ostree-unverified-registry:"]).unwrap();
+    assert!(stderr(&e).contains("not a valid image reference"), "{}", stderr(&e));
+    // a plain (not ostree-encapsulated) image cannot be booted
+    let plain = h.dir.join("images/plain");
+    layerd_tests::cmd::run(layerd_tests::cmd::command("umoci", ["init", "--layout"]).arg(&plain)).unwrap();
+    let src = format!("{}:latest", plain.display());
+    layerd_tests::cmd::run(layerd_tests::cmd::command("umoci", ["new", "--image"]).arg(&src)).unwrap();
+    std::fs::write(h.dir.join("app.txt"), "an application, not an OS\n").unwrap();
+    layerd_tests::cmd::run(layerd_tests::cmd::command("umoci", ["insert", "--image"]).arg(&src).arg(h.dir.join("app.txt")).arg("/app.txt")).unwrap();
+    layerd_tests::cmd::run(layerd_tests::cmd::command("skopeo", ["copy", "--dest-tls-verify=false"]).arg(format!("oci:{src}")).arg(format!("docker://{}/plain/app:latest", registry.host())))
+        .unwrap();
+    let e = h.layerctl(&["rebase", &format!("ostree-unverified-registry:{}/plain/app:latest", registry.host())]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("plain/app:latest is not a bootable image"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
