@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::ostree;
 use crate::txn::Transaction;
-use ostree_ext::container::store::{ImageImporter, PrepareResult};
+use crate::txn::Progress;
+use ostree_ext::container::store::{ImageImporter, ImportProgress, PrepareResult};
 use ostree_ext::container::OstreeImageReference;
 
 /// Whether `s` is a container image reference layerd understands (`ostree-unverified-registry:`,
@@ -51,9 +52,16 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
     };
     txn.message(format!("Fetching {shown}"));
     let work = async {
-        let mut importer = ImageImporter::new(repo, imgref, Default::default())
+        // registry credentials from /etc/ostree/auth.json or /run/ostree/auth.json, as
+        // rpm-ostree and bootc read them; skopeo runs as the daemon's user
+        let mut config = ostree_ext::containers_image_proxy::ImageProxyConfig::default();
+        ostree_ext::container::merge_default_container_proxy_opts_with_isolation(&mut config, None)
+            .map_err(|e| fail("configuring the image proxy", e))?;
+        let mut importer = ImageImporter::new(repo, imgref, config)
             .await
             .map_err(|e| fail("starting the image proxy (skopeo)", e))?;
+        let mut layers = importer.request_progress();
+        let mut bytes = importer.request_layer_progress();
         let state = match importer.prepare().await.map_err(|e| fail("reading the image", e))? {
             PrepareResult::AlreadyPresent(s) => {
                 txn.message("The image is already in the repository");
@@ -62,8 +70,35 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
             PrepareResult::Ready(prep) => {
                 let total = prep.all_layers().count();
                 let have = prep.all_layers().filter(|l| l.commit.is_some()).count();
-                txn.message(format!("Fetching {} of {total} layers (the others are already here)", total - have));
-                importer.import(prep).await.map_err(|e| fail("importing the image", e))?
+                let fetch = (total - have) as u64;
+                txn.message(format!("Fetching {fetch} of {total} layers (the others are already here)"));
+                // layer count and bytes of the layer in flight, as transaction progress
+                let report = async {
+                    let mut done = 0u64;
+                    loop {
+                        tokio::select! {
+                            ev = layers.recv() => match ev {
+                                Some(ImportProgress::OstreeChunkCompleted(_) | ImportProgress::DerivedLayerCompleted(_)) => {
+                                    done += 1;
+                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: 0, bytes_total: 0, items_done: done, items_total: fetch });
+                                }
+                                Some(_) => {}
+                                None => break,
+                            },
+                            ch = bytes.changed() => {
+                                if ch.is_err() {
+                                    break;
+                                }
+                                let cur = bytes.borrow_and_update().as_ref().map(|p| (p.fetched, p.total));
+                                if let Some((fetched, total)) = cur {
+                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: fetched, bytes_total: total, items_done: done, items_total: fetch });
+                                }
+                            }
+                        }
+                    }
+                };
+                let (state, ()) = tokio::join!(importer.import(prep), report);
+                state.map_err(|e| fail("importing the image", e))?
             }
         };
         Ok::<_, Error>(Imported { commit: state.merge_commit.clone(), digest: state.manifest_digest.to_string() })

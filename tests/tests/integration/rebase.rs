@@ -198,3 +198,4 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     assert!(stderr(&e).contains("plain/app:latest is not a bootable image"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
+
