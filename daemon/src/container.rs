@@ -20,9 +20,19 @@ pub fn is_image_reference(s: &str) -> bool {
         || s.starts_with("ostree-remote-registry:")
 }
 
-/// Parse and normalise an image reference (errors name it).
+/// Parse and normalise an image reference (errors name it). `ostree-image-signed:` is refused:
+/// the image proxy this version drives (skopeo's experimental proxy) fetches without applying
+/// `/etc/containers/policy.json`, so accepting it would promise a verification that does not
+/// happen.
 pub fn parse(s: &str) -> Result<OstreeImageReference> {
-    OstreeImageReference::try_from(s).map_err(|e| Error::InvalidArgument(format!("{s}: not a valid image reference: {e:#}")))
+    let r = OstreeImageReference::try_from(s).map_err(|e| Error::InvalidArgument(format!("{s}: not a valid image reference: {e:#}")))?;
+    if matches!(r.sigverify, ostree_ext::container::SignatureSource::ContainerPolicy) {
+        return Err(Error::InvalidArgument(format!(
+            "{s}: signature verification of images (policy.json) is not supported by this layerd version; \
+             refusing rather than fetching it unverified (use ostree-unverified-registry: to accept it without checks)"
+        )));
+    }
+    Ok(r)
 }
 
 /// An imported image: its merge commit and manifest digest.

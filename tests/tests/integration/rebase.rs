@@ -156,7 +156,8 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     layerd_tests::images::encapsulate(&h.fixture.path, &v8, &dir8).unwrap();
     registry.push(&dir8, "fixture/os:custom").unwrap();
     let image = format!("ostree-unverified-registry:{}/fixture/os:custom", registry.host());
-    h.layerctl_ok(&["rebase", &image]).unwrap();
+    let out = h.layerctl_ok(&["rebase", &image]).unwrap();
+    assert!(out.contains("Fetching 1 of 1 layers") && out.contains("Fetching layers: 1 items"), "layer progress: {out}");
     let s = h.status_json().unwrap();
     let first_digest = s["deployments"][0]["container-image-reference-digest"].as_str().unwrap().to_string();
     assert_eq!(s["deployments"][0]["container-image-reference"], image.as_str());
@@ -199,3 +200,32 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 }
 
+
+#[test]
+fn signed_image_references_are_refused_not_fetched_unverified() {
+    let h = booted_host("image-signed");
+    let registry = layerd_tests::images::Registry::start(&h.dir.join("registry")).unwrap();
+    let commit = h.publish_to(&OsSpec::new("6.0"), "fixture/images/signed").unwrap();
+    let dir = h.dir.join("images/six");
+    layerd_tests::images::encapsulate(&h.fixture.path, &commit, &dir).unwrap();
+    registry.push(&dir, "fixture/os:six").unwrap();
+    // a policy that demands signatures from this registry (our image has none)
+    let policy = format!(
+        "{{\"default\":[{{\"type\":\"reject\"}}],\"transports\":{{\"docker\":{{\"{}\":[{{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/etc/pki/containers/fixture.gpg\"}}]}}}}}}",
+        registry.host()
+    );
+    h.exec_ok(&["sh", "-c", &format!(
+        "mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf && printf '%s' '{policy}' > /etc/containers/policy.json",
+        registry.registries_conf()
+    )])
+    .unwrap();
+    let before = h.ostree_admin_status().unwrap();
+    let signed = format!("ostree-image-signed:docker://{}/fixture/os:six", registry.host());
+    let e = h.layerctl(&["rebase", &signed]).unwrap();
+    assert!(!e.status.success(), "an unsigned image under a signature policy is refused: {}", stdout(&e));
+    // (this version refuses signed references outright: its image proxy cannot apply the policy)
+    assert!(stderr(&e).contains("signature verification of images (policy.json) is not supported"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    // the unverified form is the admin's explicit choice to skip the policy
+    h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/fixture/os:six", registry.host())]).unwrap();
+}
