@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::error::{Context, Error, Result};
 use crate::mtree::{self, Entry};
 use crate::ostree;
+use crate::gio::prelude::*;
 use crate::pkgcache::CachedPkg;
 
 /// How many clashes an error lists before summarising.
@@ -170,8 +171,10 @@ pub fn apply_owners(repo: &ostree::Repo, tree: &ostree::MutableTree, pkgs: &[Cac
                 Entry::File(c) => {
                     let (stream, info, xattrs) = repo.load_file(&c, Some(cancellable)).with_context(|| format!("reading /{path}"))?;
                     let new = match stream {
-                        Some(_) => {
-                            let data = mtree::read_content(repo, &c)?;
+                        Some(stream) => {
+                            let mut data = Vec::new();
+                            std::io::Read::read_to_end(&mut stream.into_read(), &mut data)
+                                .with_context(|| format!("reading /{path}"))?;
                             repo.write_regfile_inline(None, uid, gid, info.attribute_uint32("unix::mode"), Some(&xattrs), &data, Some(cancellable))
                         }
                         None => {

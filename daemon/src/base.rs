@@ -118,10 +118,14 @@ fn find_version(txn: &Transaction, repo: &ostree::Repo, refspec: &str, version: 
     let mut cur = Some(fetch(txn, repo, refspec, None)?);
     let mut seen = 0;
     while let Some(c) = cur {
-        if repo.load_commit(&c).is_err() {
-            fetch(txn, repo, refspec, Some(&c))?;
-        }
-        let (v, _, parent) = version_and_time(repo, &c)?;
+        let (v, _, parent) = match version_and_time(repo, &c) {
+            Ok(found) => found,
+            Err(_) => {
+                // older history is fetched as it is walked
+                fetch(txn, repo, refspec, Some(&c))?;
+                version_and_time(repo, &c)?
+            }
+        };
         if v.as_deref() == Some(version) {
             return Ok(c);
         }
@@ -132,6 +136,15 @@ fn find_version(txn: &Transaction, repo: &ostree::Repo, refspec: &str, version: 
         cur = parent;
     }
     Err(Error::NotFound(format!("{refspec} has no commit with version {version}")))
+}
+
+/// The commit of `refspec` a revision names: a checksum, or a `version` (`version=` optional).
+fn fetch_revision(txn: &Transaction, repo: &ostree::Repo, refspec: &str, revision: &str) -> Result<String> {
+    if is_checksum(revision) {
+        fetch(txn, repo, refspec, Some(revision))
+    } else {
+        find_version(txn, repo, refspec, revision.strip_prefix("version=").unwrap_or(revision))
+    }
 }
 
 /// Choose the new base for `change`, given the deployment's origin and current base commit.
@@ -145,8 +158,8 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
     };
     // an image base: upgrade re-imports the same reference (a new digest means a new base)
     if let (Some(img), BaseChange::Upgrade { .. }) = (&origin.container_image_reference, change) {
-        let imported = crate::container::import(txn, repo, &crate::container::parse(img)?)?;
-        return Ok(NewBase { commit: imported.commit, refspec: None, image: Some(img.clone()), override_commit: None });
+        let commit = crate::container::import(txn, repo, &crate::container::parse(img)?)?;
+        return Ok(NewBase { commit, refspec: None, image: Some(img.clone()), override_commit: None });
     }
     let need_ref = || {
         if origin.container_image_reference.is_some() {
@@ -176,15 +189,14 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
         }
         BaseChange::Rebase { refspec, revision: None } if crate::container::is_image_reference(refspec) => {
             let imgref = crate::container::parse(refspec)?;
-            let imported = crate::container::import(txn, repo, &imgref)?;
-            Ok(NewBase { commit: imported.commit, refspec: None, image: Some(imgref.to_string()), override_commit: None })
+            let commit = crate::container::import(txn, repo, &imgref)?;
+            Ok(NewBase { commit, refspec: None, image: Some(imgref.to_string()), override_commit: None })
         }
         BaseChange::Rebase { refspec, revision } => {
             let cur = if origin.container_image_reference.is_some() { None } else { current_refspec.as_deref() };
             let refspec = resolve_refspec(refspec, cur)?;
             let commit = match revision.as_deref() {
-                Some(r) if is_checksum(r) => fetch(txn, repo, &refspec, Some(r))?,
-                Some(r) => find_version(txn, repo, &refspec, r.strip_prefix("version=").unwrap_or(r))?,
+                Some(r) => fetch_revision(txn, repo, &refspec, r)?,
                 None => fetch(txn, repo, &refspec, None)?,
             };
             // a given revision is pinned, as `deploy` pins one
@@ -193,11 +205,7 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
         }
         BaseChange::Deploy { revision } => {
             let refspec = need_ref()?;
-            let commit = if is_checksum(revision) {
-                fetch(txn, repo, &refspec, Some(revision))?
-            } else {
-                find_version(txn, repo, &refspec, revision.strip_prefix("version=").unwrap_or(revision))?
-            };
+            let commit = fetch_revision(txn, repo, &refspec, revision)?;
             Ok(NewBase { commit: commit.clone(), refspec: Some(refspec), image: None, override_commit: Some(commit) })
         }
     }

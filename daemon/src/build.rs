@@ -9,7 +9,8 @@ use glib::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Context, Error, Result};
-use crate::layering::{entry_nevra, LayerOptions, LayerRequest, LocalInput};
+use crate::layering::{LayerOptions, LayerRequest, LocalInput};
+use crate::origin::entry_nevra;
 use crate::origin::Origin;
 use crate::pkgcache::{self, CachedPkg};
 use crate::txn::Transaction;
@@ -139,7 +140,7 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     txn.task("Importing packages", || -> Result<()> {
         for e in order {
             txn.check_cancelled()?;
-            let sha = e.split_once(':').map_or("", |(s, _)| s);
+            let sha = crate::origin::entry_sha(e);
             let p = match inputs.iter().find(|i| i.rpm.sha256 == sha) {
                 Some(i) => {
                     let (p, imported) = pkgcache::ensure(repo, &i.rpm, txn.cancellable())?;

@@ -35,17 +35,11 @@ pub fn parse(s: &str) -> Result<OstreeImageReference> {
     Ok(r)
 }
 
-/// An imported image: its merge commit and manifest digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Imported {
-    pub commit: String,
-    pub digest: String,
-}
-
-/// Import `imgref` (fetching what is not there yet) and return its merge commit. Runs the
+/// Import `imgref` (fetching what is not there yet) and return its merge commit (which records
+/// the manifest digest, as status shows it). Runs the
 /// importer's async API on the daemon's runtime from this blocking thread; a cancel of the
 /// transaction aborts the fetch.
-pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<Imported> {
+pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<String> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Failed("importing an image needs the daemon's runtime".into()))?;
     let shown = imgref.to_string();
@@ -111,7 +105,7 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
                 state.map_err(|e| fail("importing the image", e))?
             }
         };
-        Ok::<_, Error>(Imported { commit: state.merge_commit.clone(), digest: state.manifest_digest.to_string() })
+        Ok::<_, Error>(state.merge_commit.clone())
     };
     let cancel = async {
         while !txn.is_cancelled() {

@@ -226,6 +226,20 @@ impl Fetcher {
     }
 }
 
+/// Fetch one absolute `url` (a mirror list, a key) with `repo`'s TLS and proxy settings into
+/// `dest`; returns its bytes.
+pub fn fetch_url(repo: &Repo, url: &str, dest: &Path, max_bytes: u64, cancelled: &dyn Fn() -> bool) -> Result<Vec<u8>> {
+    if let Some(p) = url.strip_prefix("file://") {
+        return std::fs::read(p).map_err(|e| Error::InvalidArgument(format!("repository [{}]: {url}: {e}", repo.id)));
+    }
+    let (base, file) = url.rsplit_once('/').ok_or_else(|| Error::InvalidArgument(format!("{url} is not a URL")))?;
+    let one = Repo { baseurls: vec![base.to_string()], ..repo.clone() };
+    Fetcher::new(&one)?.download(file, dest, max_bytes, None, cancelled, &|_| {})?;
+    let bytes = std::fs::read(dest).map_err(|e| Error::Failed(format!("reading {}: {e}", dest.display())))?;
+    let _ = std::fs::remove_file(dest);
+    Ok(bytes)
+}
+
 enum Failure {
     /// Try again (network trouble, server errors).
     Transient(String),

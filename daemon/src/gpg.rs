@@ -19,22 +19,17 @@ fn keys(repo: &Repo, scratch: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     }
     let mut out = Vec::new();
     for (i, url) in repo.gpgkeys.iter().enumerate() {
-        let bytes = if let Some(p) = url.strip_prefix("file://") {
-            std::fs::read(p).map_err(|e| Error::InvalidArgument(format!("repository [{}]: gpgkey {url}: {e}", repo.id)))?
-        } else {
-            let dest = scratch.join(format!("{}-key-{i}.asc", repo.id));
-            let (base, file) = url.rsplit_once('/').ok_or_else(|| Error::InvalidArgument(format!("gpgkey {url} is not a URL")))?;
-            let keyrepo = Repo { baseurls: vec![base.to_string()], ..repo.clone() };
-            crate::fetch::Fetcher::new(&keyrepo)?.download(file, &dest, 1 << 20, None, &|| false, &|_| {})?;
-            std::fs::read(&dest).map_err(|e| Error::Failed(format!("reading {}: {e}", dest.display())))?
-        };
+        let dest = scratch.join(format!("{}-key-{i}.asc", repo.id));
+        let bytes = crate::fetch::fetch_url(repo, url, &dest, 1 << 20, &|| false)
+            .map_err(|e| Error::InvalidArgument(format!("repository [{}]: gpgkey {url}: {e}", repo.id)))?;
         out.push((url.clone(), bytes));
     }
     Ok(out)
 }
 
-/// The repository's keys as one package-signature verifier.
-fn verifier(repo: &Repo, scratch: &Path) -> Result<rpm::signature::pgp::Verifier> {
+/// The repository's keys as one package-signature verifier (built once per transaction and
+/// repository, shared by the downloads).
+pub fn verifier(repo: &Repo, scratch: &Path) -> Result<rpm::signature::pgp::Verifier> {
     let mut v = rpm::signature::pgp::Verifier::new();
     for (url, bytes) in keys(repo, scratch)? {
         v.load_from_asc_bytes(&bytes)
@@ -62,11 +57,9 @@ pub fn verify_detached(repo: &Repo, data: &[u8], signature: &str, scratch: &Path
     Err(bad("has no valid signature by the keys of the repository".into()))
 }
 
-/// Check `rpm` (downloaded to `file`) against `repo`'s keys.
-pub fn verify(repo: &Repo, rpm: &LocalRpm, file: &Path) -> Result<()> {
-    let scratch = file.parent().unwrap_or(Path::new("/tmp"));
-    let v = verifier(repo, scratch)?;
-    rpm.package.verify_signature(v).map_err(|e| {
+/// Check `rpm` against `repo`'s keys (`verifier`).
+pub fn verify(repo: &Repo, verifier: &rpm::signature::pgp::Verifier, rpm: &LocalRpm) -> Result<()> {
+    rpm.package.verify_signature(verifier).map_err(|e| {
         let why = match e {
             rpm::Error::NoSignatureFound => "is not signed".to_string(),
             other => format!("has no valid signature by the keys of the repository: {other}"),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 
 use crate::error::{Context, Error, Result};
-use crate::origin::Origin;
+use crate::origin::{entry_nevra, Origin};
 use crate::pkgcache;
 use crate::rpmfile::LocalRpm;
 use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
@@ -144,14 +144,10 @@ pub(crate) fn name_of_nevra(nevra: &str) -> &str {
     it.next().unwrap_or(nevra)
 }
 
-/// The NEVRA of a `<sha256>:<nevra>` origin entry.
-pub(crate) fn entry_nevra(entry: &str) -> &str {
-    entry.split_once(':').map_or(entry, |(_, n)| n)
-}
 
 /// The deployment whose origin a request changes: the first of the stateroot (the pending one
 /// when there is one, else the booted or default one).
-fn origin_source(locked: &LockedSysroot) -> Result<(ostree::Deployment, ostree::Deployment)> {
+fn origin_source(locked: &LockedSysroot) -> Result<ostree::Deployment> {
     let (deployments, anchor) = locked.deployments_and_anchor();
     let anchor_d = deployments.get(anchor).ok_or_else(|| Error::InvalidState("no deployments".into()))?;
     let osname = anchor_d.osname();
@@ -161,7 +157,7 @@ fn origin_source(locked: &LockedSysroot) -> Result<(ostree::Deployment, ostree::
         // the trait's clone (a reference), not libostree's deep copy
         .cloned()
         .unwrap_or_else(|| Clone::clone(anchor_d));
-    Ok((source, Clone::clone(anchor_d)))
+    Ok(source)
 }
 
 /// The base commit of a deployment: its parent when layered, else itself.
@@ -199,7 +195,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let locked = path.lock_for(txn)?;
     let sysroot = &locked.sysroot;
     let repo = sysroot.repo();
-    let (source, _anchor) = origin_source(&locked)?;
+    let source = origin_source(&locked)?;
     let osname = source.osname().to_string();
     let origin_kf = source
         .origin()
@@ -473,7 +469,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
 /// `/etc/yum.repos.d`). Returns whether anything was fetched.
 pub fn refresh_md(txn: &Transaction, path: &SysrootPath, force: bool, settings: &resolve::Settings) -> Result<bool> {
     let locked = path.lock_for(txn)?;
-    let (source, _) = origin_source(&locked)?;
+    let source = origin_source(&locked)?;
     let etc = deployment_etc(&locked, path.path(), &source);
     let os_release = std::fs::read_to_string(etc.join("os-release")).unwrap_or_default();
     let freshness = if force { crate::repomd::Freshness::Force } else { crate::repomd::Freshness::Normal };

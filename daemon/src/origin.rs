@@ -9,6 +9,16 @@
 
 use crate::glib;
 
+/// The sha256 of a `<sha256>:<nevra>` entry (`requested-local=`, and layerd's commit metadata).
+pub fn entry_sha(entry: &str) -> &str {
+    entry.split_once(':').map_or(entry, |(s, _)| s)
+}
+
+/// The NEVRA of a `<sha256>:<nevra>` entry.
+pub fn entry_nevra(entry: &str) -> &str {
+    entry.split_once(':').map_or(entry, |(_, n)| n)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub refspec: Option<String>,
@@ -62,7 +72,7 @@ impl Origin {
     pub fn requested_local_nevras(&self) -> Vec<String> {
         self.requested_local
             .iter()
-            .map(|e| e.split_once(':').map_or(e.as_str(), |(_, n)| n).to_string())
+            .map(|e| entry_nevra(e).to_string())
             .collect()
     }
 

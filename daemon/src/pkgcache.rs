@@ -94,22 +94,24 @@ fn meta_str(d: &glib::VariantDict, k: &str) -> Option<String> {
 
 /// Read a cached package from its commit.
 pub fn load(repo: &ostree::Repo, commit: &str) -> Result<CachedPkg> {
+    load_with_format(repo, commit).map(|(p, _)| p)
+}
+
+/// [`load`], and the import format the commit was written with.
+fn load_with_format(repo: &ostree::Repo, commit: &str) -> Result<(CachedPkg, Option<u32>)> {
     let (c, _) = repo.load_commit(commit).with_context(|| format!("loading package commit {commit}"))?;
     let d = glib::VariantDict::new(Some(&c.child_value(0)));
+    let format = d.lookup::<u32>("layerd.pkg.format").ok().flatten();
     let missing = |k: &str| Error::Failed(format!("package commit {commit} has no {k}"));
-    Ok(CachedPkg {
+    let pkg = CachedPkg {
         name: meta_str(&d, "layerd.pkg.name").ok_or_else(|| missing("name"))?,
         nevra: meta_str(&d, "layerd.pkg.nevra").ok_or_else(|| missing("nevra"))?,
         sha256: meta_str(&d, "layerd.pkg.sha256").ok_or_else(|| missing("sha256"))?,
         header: d.lookup::<Vec<u8>>("layerd.pkg.header").ok().flatten().ok_or_else(|| missing("header"))?,
         owners: d.lookup::<Vec<(String, String, String)>>("layerd.pkg.owners").ok().flatten().unwrap_or_default(),
         commit: commit.to_string(),
-    })
-}
-
-fn format_of(repo: &ostree::Repo, commit: &str) -> Option<u32> {
-    let (c, _) = repo.load_commit(commit).ok()?;
-    glib::VariantDict::new(Some(&c.child_value(0))).lookup::<u32>("layerd.pkg.format").ok().flatten()
+    };
+    Ok((pkg, format))
 }
 
 /// The cached package with this NEVRA and sha256, if any.
@@ -117,11 +119,11 @@ pub fn find(repo: &ostree::Repo, rpm_ref: &str, sha256: &str) -> Result<Option<C
     let Some(commit) = repo.resolve_rev(rpm_ref, true).context("reading the package cache")? else {
         return Ok(None);
     };
-    if format_of(repo, &commit) != Some(FORMAT) {
-        return Ok(None);
+    // an entry of another import format, or unreadable, is imported again
+    match load_with_format(repo, &commit) {
+        Ok((p, Some(FORMAT))) => Ok((p.sha256 == sha256).then_some(p)),
+        _ => Ok(None),
     }
-    let p = load(repo, &commit)?;
-    Ok((p.sha256 == sha256).then_some(p))
 }
 
 /// Find a cached package by its `<sha256>:<nevra>` origin entry (carry-over, uninstall of
@@ -384,15 +386,15 @@ pub fn prune_unused(locked: &crate::sysroot::LockedSysroot, keep: Option<&[Strin
     for d in locked.sysroot.deployments() {
         if let Some(kf) = d.origin() {
             for e in crate::origin::Origin::from_keyfile(&kf).requested_local {
-                used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+                used.insert(crate::origin::entry_sha(&e).to_string());
             }
         }
         for e in crate::layering::commit_meta_strs(&repo, d.csum().as_str(), "layerd.layered") {
-            used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+            used.insert(crate::origin::entry_sha(&e).to_string());
         }
     }
     for e in keep.unwrap_or_default() {
-        used.insert(e.split_once(':').map_or(e.clone(), |(s, _)| s.to_string()));
+        used.insert(crate::origin::entry_sha(e).to_string());
     }
     let Ok(refs) = list(&repo) else { return 0 };
     let mut dropped = 0;

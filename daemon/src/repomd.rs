@@ -139,13 +139,8 @@ fn resolve_mirrors(repo: &Repo, dir: &Path, cancelled: &dyn Fn() -> bool) -> Res
         (None, None) => return Err(Error::InvalidArgument(format!("repository [{}] has no baseurl, mirrorlist or metalink", repo.id))),
     };
     let bad = |what: String| Error::Failed(format!("repository [{}]: {what}", repo.id));
-    // fetch the list itself from its own URL
-    let (base, file) = url.rsplit_once('/').ok_or_else(|| bad(format!("{url} is not a URL")))?;
-    let list_repo = Repo { baseurls: vec![base.to_string()], ..repo.clone() };
-    let tmp = dir.join("mirrorlist.new");
-    Fetcher::new(&list_repo)?.download(file, &tmp, 4 << 20, None, cancelled, &|_| {})?;
-    let text = std::fs::read_to_string(&tmp).map_err(|e| bad(format!("reading {url}: {e}")))?;
-    let _ = std::fs::remove_file(&tmp);
+    let bytes = crate::fetch::fetch_url(repo, &url, &dir.join("mirrorlist.new"), 4 << 20, cancelled)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let (urls, hashes) = if is_metalink { parse_metalink(&text).map_err(|e| bad(format!("metalink {url}: {e}")))? } else { (parse_mirrorlist(&text), Vec::new()) };
     if urls.is_empty() {
         return Err(bad(format!("{url} lists no usable mirrors")));
@@ -225,7 +220,7 @@ fn parse_metalink(text: &str) -> std::result::Result<(Vec<String>, Vec<Checksum>
     Ok((urls.into_iter().map(|(_, u)| u).collect(), hashes))
 }
 
-fn file_name(location: &str) -> &str {
+pub(crate) fn file_name(location: &str) -> &str {
     location.rsplit('/').next().unwrap_or(location)
 }
 

@@ -42,7 +42,6 @@ pub struct Resolver {
     key: String,
     /// Where repository metadata (and resolved mirror lists) are cached.
     cache_root: PathBuf,
-    synced: Vec<Synced>,
     /// Always `Some` until dropped (then handed back to [`pool_cache`]).
     pool: Option<Pool>,
 }
@@ -132,14 +131,7 @@ impl Resolver {
         want_filelists: bool,
     ) -> Result<Self> {
         let arch = std::env::consts::ARCH;
-        let releasever = repos::releasever(os_release).unwrap_or_default();
-        let vars = repos::vars(arch, &releasever, etc_dir);
-        let repos = repos::load(etc_dir, &vars)?;
-        if enabled(&repos).is_empty() {
-            return Err(Error::InvalidState(
-                "no enabled repositories in /etc/yum.repos.d; add a .repo file or install local RPM files".into(),
-            ));
-        }
+        let repos = load_enabled(etc_dir, os_release)?;
         let mut synced = Vec::new();
         txn.task("Updating metadata", || -> Result<()> {
             // every repository at once: fetching is network-bound
@@ -179,13 +171,13 @@ impl Resolver {
                 let solv = settings.cache_dir.join("solv");
                 // parse metadata without a .solv cache yet in parallel, one pool per repository
                 // (libsolv pools are single-threaded); the pool below then loads the caches
-                let todo: Vec<&Synced> = synced.iter().filter(|s| !solv.join(format!("{}-{}.solv", s.id, s.key)).exists()).collect();
+                let todo: Vec<&Synced> = synced.iter().filter(|s| !solv_cache(&solv, s).exists()).collect();
                 if todo.len() > 1 {
                     std::thread::scope(|sc| -> Result<()> {
                         let jobs: Vec<_> = todo
                             .iter()
                             .map(|s| {
-                                let cache = solv.join(format!("{}-{}.solv", s.id, s.key));
+                                let cache = solv_cache(&solv, s);
                                 sc.spawn(move || -> Result<()> {
                                     let mut p = Pool::new(arch)?;
                                     p.add_rpmmd_with_cost(&s.id, &s.primary, s.filelists.as_deref(), Some(&cache), s.priority, s.cost)
@@ -201,7 +193,7 @@ impl Resolver {
                 let mut pool = Pool::new(arch)?;
                 pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
                 for s in &synced {
-                    let cache = solv.join(format!("{}-{}.solv", s.id, s.key));
+                    let cache = solv_cache(&solv, s);
                     pool.add_rpmmd_with_cost(&s.id, &s.primary, s.filelists.as_deref(), Some(&cache), s.priority, s.cost)?;
                 }
                 for r in enabled(&repos) {
@@ -211,7 +203,7 @@ impl Resolver {
                 pool
             }
         };
-        Ok(Resolver { repos, synced, pool: Some(pool), key, cache_root: settings.cache_dir.join("repomd") })
+        Ok(Resolver { repos, pool: Some(pool), key, cache_root: settings.cache_dir.join("repomd") })
     }
 
     fn pool(&mut self) -> &mut Pool {
@@ -270,7 +262,13 @@ impl Resolver {
         let results: Mutex<Vec<(usize, Result<LocalInput>)>> = Mutex::new(Vec::new());
         let queue = Mutex::new(todo.clone());
         let mirrored: Vec<Repo> = self.repos.iter().map(|r| repomd::with_mirrors(r, &self.cache_root)).collect();
+        // signing keys: fetched and parsed once per repository, before any download
+        let mut verifiers = std::collections::HashMap::new();
+        for r in mirrored.iter().filter(|r| r.gpgcheck && todo.iter().any(|(_, p)| p.repo == r.id)) {
+            verifiers.insert(r.id.clone(), crate::gpg::verifier(r, dir)?);
+        }
         let repos = &mirrored;
+        let verifiers = &verifiers;
         let report = || {
             txn.progress(Progress {
                 text: "Downloading packages".into(),
@@ -285,7 +283,7 @@ impl Resolver {
                 s.spawn(|| loop {
                     let next = queue.lock().map(|mut q| q.pop()).ok().flatten();
                     let Some((i, p)) = next else { break };
-                    let r = download_one(repos, txn, p, dir, &|n| {
+                    let r = download_one(repos, verifiers, txn, p, dir, &|n| {
                         bytes.fetch_add(n, Ordering::Relaxed);
                     });
                     if r.is_err() {
@@ -313,21 +311,24 @@ impl Resolver {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Ids of the repositories whose metadata is loaded.
-    pub fn repo_ids(&self) -> Vec<String> {
-        self.synced.iter().map(|s| s.id.clone()).collect()
-    }
 }
 
 /// Download one package, check it, read it.
-fn download_one(repos: &[Repo], txn: &Transaction, p: &Pick, dir: &Path, on_bytes: &dyn Fn(u64)) -> Result<LocalInput> {
+fn download_one(
+    repos: &[Repo],
+    verifiers: &std::collections::HashMap<String, rpm::signature::pgp::Verifier>,
+    txn: &Transaction,
+    p: &Pick,
+    dir: &Path,
+    on_bytes: &dyn Fn(u64),
+) -> Result<LocalInput> {
         let repo = repos.iter().find(|r| r.id == p.repo).ok_or_else(|| Error::Failed(format!("solution names unknown repository {}", p.repo)))?;
         let fetcher = Fetcher::new(repo)?;
         let checksum = p.checksum.as_ref().map(|(k, h)| Checksum::new(k, h));
         if checksum.is_none() {
             return Err(Error::Failed(format!("repository [{}] gives no checksum for {}", repo.id, p.nevra())));
         }
-        let file_name = p.location.rsplit('/').next().unwrap_or(&p.location).to_string();
+        let file_name = repomd::file_name(&p.location).to_string();
         let dest = dir.join(&file_name);
         fetcher.download(&p.location, &dest, MAX_RPM, checksum.as_ref(), &|| txn.is_cancelled(), on_bytes)?;
         let f = std::fs::File::open(&dest).map_err(|e| Error::Failed(format!("reading {}: {e}", dest.display())))?;
@@ -341,17 +342,35 @@ fn download_one(repos: &[Repo], txn: &Transaction, p: &Pick, dir: &Path, on_byte
             )));
         }
         if repo.gpgcheck {
-            crate::gpg::verify(repo, &rpm, &dest)?;
+            let v = verifiers.get(&repo.id).ok_or_else(|| Error::Failed(format!("no keys loaded for repository [{}]", repo.id)))?;
+            crate::gpg::verify(repo, v, &rpm)?;
         }
         let _ = std::fs::remove_file(&dest);
         Ok(LocalInput { label: p.nevra(), rpm: Arc::new(rpm) })
 }
 
-/// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
-pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
+/// The repositories defined in `etc_dir/yum.repos.d` (variables from `os_release` and
+/// `etc_dir/dnf/vars`); an error when none is enabled.
+fn load_enabled(etc_dir: &Path, os_release: &str) -> Result<Vec<Repo>> {
     let releasever = repos::releasever(os_release).unwrap_or_default();
     let vars = repos::vars(std::env::consts::ARCH, &releasever, etc_dir);
     let repos = repos::load(etc_dir, &vars)?;
+    if enabled(&repos).is_empty() {
+        return Err(Error::InvalidState(
+            "no enabled repositories in /etc/yum.repos.d; add a .repo file or install local RPM files".into(),
+        ));
+    }
+    Ok(repos)
+}
+
+/// The solver cache file of a repository's metadata.
+fn solv_cache(solv: &Path, s: &Synced) -> PathBuf {
+    solv.join(format!("{}-{}.solv", s.id, s.key))
+}
+
+/// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
+pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
+    let repos = load_enabled(etc_dir, os_release)?;
     let mut n = 0;
     for r in enabled(&repos) {
         txn.check_cancelled()?;
@@ -359,9 +378,6 @@ pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &
             repomd::sync(r, &cache_dir.join("repomd"), freshness, false, &|| txn.is_cancelled())
         })?;
         n += 1;
-    }
-    if n == 0 {
-        return Err(Error::InvalidState("no enabled repositories in /etc/yum.repos.d".into()));
     }
     Ok(n)
 }

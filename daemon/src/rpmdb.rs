@@ -81,18 +81,8 @@ impl Rpmdb {
 
     /// `(name, nevra)` of every package in the database.
     pub fn packages(&self) -> Result<Vec<(String, String)>> {
-        let out = self
-            .rpm()
-            .args(["-qa", "--qf", "%{NAME}\t%{NEVRA}\n"])
-            .output()
-            .context("running rpm -qa on the base rpmdb")?;
-        if !out.status.success() {
-            return Err(Error::Failed(format!(
-                "reading the base rpmdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        Ok(self
+            .query("%{NAME}\t%{NEVRA}\n")?
             .lines()
             .filter_map(|l| l.split_once('\t'))
             .map(|(n, v)| (n.to_string(), v.to_string()))

@@ -108,8 +108,7 @@ fn check_prog(label: &str, prog: &[String], tree: &ostree::MutableTree) -> Resul
 }
 
 /// Payload paths of a package (what file triggers match against).
-fn paths(p: &CachedPkg) -> Result<Vec<String>> {
-    let m = p.metadata()?;
+fn paths(p: &CachedPkg, m: &rpm::PackageMetadata) -> Result<Vec<String>> {
     let entries = m.get_file_entries().map_err(|e| Error::Failed(format!("{}: file list unreadable: {e}", p.nevra)))?;
     Ok(entries
         .iter()
@@ -123,22 +122,21 @@ fn paths(p: &CachedPkg) -> Result<Vec<String>> {
 /// `%transfiletriggerin` once for all of them (after the `%posttrans`es); the matching paths
 /// go to the script's stdin, as rpm does.
 fn trigger_scripts(
-    pkgs: &[CachedPkg],
+    files: &[Vec<String>],
     triggers: &[crate::rpmdb::FileTrigger],
     tree: &ostree::MutableTree,
     trans: bool,
 ) -> Result<Vec<Script>> {
     let mut out = Vec::new();
-    let files: Vec<(&CachedPkg, Vec<String>)> = pkgs.iter().map(|p| paths(p).map(|f| (p, f))).collect::<Result<_>>()?;
     for t in triggers.iter().filter(|t| t.trans == trans) {
         let what = if trans { "transfiletriggerin" } else { "filetriggerin" };
         let matching = |f: &Vec<String>| -> Vec<String> {
             f.iter().filter(|p| t.prefixes.iter().any(|pre| p.starts_with(pre.as_str()))).cloned().collect()
         };
         let groups: Vec<Vec<String>> = if trans {
-            vec![files.iter().flat_map(|(_, f)| matching(f)).collect()]
+            vec![files.iter().flat_map(matching).collect()]
         } else {
-            files.iter().map(|(_, f)| matching(f)).collect()
+            files.iter().map(matching).collect()
         };
         for g in groups.into_iter().filter(|g| !g.is_empty()) {
             let label = format!("the base package {}: %{what}", t.pkg);
@@ -163,9 +161,15 @@ fn trigger_scripts(
 /// script, before anything runs.
 pub fn collect(pkgs: &[CachedPkg], tree: &ostree::MutableTree, triggers: &[crate::rpmdb::FileTrigger]) -> Result<Vec<Script>> {
     let mut out = Vec::new();
+    // each header parsed once; file lists only when the base has file triggers
+    let metas: Vec<rpm::PackageMetadata> = pkgs.iter().map(CachedPkg::metadata).collect::<Result<_>>()?;
+    let files: Vec<Vec<String>> = if triggers.is_empty() {
+        Vec::new()
+    } else {
+        pkgs.iter().zip(&metas).map(|(p, m)| paths(p, m)).collect::<Result<_>>()?
+    };
     for phase in [Phase::Pre, Phase::Post, Phase::PostTrans] {
-        for p in pkgs {
-            let m = p.metadata()?;
+        for (p, m) in pkgs.iter().zip(&metas) {
             let s = match phase {
                 Phase::Pre => m.get_pre_install_script(),
                 Phase::Post => m.get_post_install_script(),
@@ -188,8 +192,8 @@ pub fn collect(pkgs: &[CachedPkg], tree: &ostree::MutableTree, triggers: &[crate
             });
         }
         match phase {
-            Phase::Post => out.extend(trigger_scripts(pkgs, triggers, tree, false)?),
-            Phase::PostTrans => out.extend(trigger_scripts(pkgs, triggers, tree, true)?),
+            Phase::Post => out.extend(trigger_scripts(&files, triggers, tree, false)?),
+            Phase::PostTrans => out.extend(trigger_scripts(&files, triggers, tree, true)?),
             Phase::Pre => {}
         }
     }
