@@ -148,7 +148,14 @@ fn fetch_revision(txn: &Transaction, repo: &ostree::Repo, refspec: &str, revisio
 }
 
 /// Choose the new base for `change`, given the deployment's origin and current base commit.
-pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: &str, change: &BaseChange) -> Result<NewBase> {
+pub fn choose(
+    txn: &Transaction,
+    repo: &ostree::Repo,
+    origin: &Origin,
+    current: &str,
+    change: &BaseChange,
+    scratch: &std::path::Path,
+) -> Result<NewBase> {
     let current_refspec = origin.base_refspec().map(str::to_string);
     let keep = NewBase {
         commit: current.to_string(),
@@ -158,7 +165,7 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
     };
     // an image base: upgrade re-imports the same reference (a new digest means a new base)
     if let (Some(img), BaseChange::Upgrade { .. }) = (&origin.container_image_reference, change) {
-        let commit = crate::container::import(txn, repo, &crate::container::parse(img)?)?;
+        let commit = crate::container::import(txn, repo, &crate::container::parse(img)?, scratch)?;
         return Ok(NewBase { commit, refspec: None, image: Some(img.clone()), override_commit: None });
     }
     let need_ref = || {
@@ -189,7 +196,7 @@ pub fn choose(txn: &Transaction, repo: &ostree::Repo, origin: &Origin, current: 
         }
         BaseChange::Rebase { refspec, revision: None } if crate::container::is_image_reference(refspec) => {
             let imgref = crate::container::parse(refspec)?;
-            let commit = crate::container::import(txn, repo, &imgref)?;
+            let commit = crate::container::import(txn, repo, &imgref, scratch)?;
             Ok(NewBase { commit, refspec: None, image: Some(imgref.to_string()), override_commit: None })
         }
         BaseChange::Rebase { refspec, revision } => {

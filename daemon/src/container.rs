@@ -8,7 +8,8 @@ use crate::ostree;
 use crate::txn::Transaction;
 use crate::txn::Progress;
 use ostree_ext::container::store::{ImageImporter, ImportProgress, PrepareResult};
-use ostree_ext::container::OstreeImageReference;
+use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource, Transport};
+use std::path::Path;
 
 /// Whether `s` is a container image reference layerd understands (`ostree-unverified-registry:`,
 /// `ostree-unverified-image:`, `ostree-image-signed:`, `ostree-remote-image:`).
@@ -20,29 +21,70 @@ pub fn is_image_reference(s: &str) -> bool {
         || s.starts_with("ostree-remote-registry:")
 }
 
-/// Parse and normalise an image reference (errors name it). `ostree-image-signed:` is refused:
-/// the image proxy this version drives (skopeo's experimental proxy) fetches without applying
-/// `/etc/containers/policy.json`, so accepting it would promise a verification that does not
-/// happen.
+/// Parse and normalise an image reference (errors name it).
 pub fn parse(s: &str) -> Result<OstreeImageReference> {
-    let r = OstreeImageReference::try_from(s).map_err(|e| Error::InvalidArgument(format!("{s}: not a valid image reference: {e:#}")))?;
-    if matches!(r.sigverify, ostree_ext::container::SignatureSource::ContainerPolicy) {
+    OstreeImageReference::try_from(s).map_err(|e| Error::InvalidArgument(format!("{s}: not a valid image reference: {e:#}")))
+}
+
+/// `ostree-image-signed:`: the image proxy (skopeo's experimental proxy, 1.9 here) fetches
+/// without applying `/etc/containers/policy.json`, so the image is first copied with `skopeo
+/// copy`, which enforces the policy (signatures, rejections) before it copies any layer, into
+/// scratch space; the verified copy is then imported. A policy that accepts anything is
+/// refused, as ostree-ext does for signed references.
+fn verified_copy(txn: &Transaction, imgref: &OstreeImageReference, scratch: &Path) -> Result<OstreeImageReference> {
+    let shown = imgref.to_string();
+    let policy = std::fs::read_to_string("/etc/containers/policy.json").unwrap_or_default();
+    let compact: String = policy.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.is_empty() || compact.contains(r#""default":[{"type":"insecureAcceptAnything"}]"#) {
         return Err(Error::InvalidArgument(format!(
-            "{s}: signature verification of images (policy.json) is not supported by this layerd version; \
-             refusing rather than fetching it unverified (use ostree-unverified-registry: to accept it without checks)"
+            "{shown}: /etc/containers/policy.json must require signatures for this image (it is missing or accepts anything by default)"
         )));
     }
-    Ok(r)
+    let dest = scratch.join("verified-image");
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(scratch).map_err(|e| Error::Failed(format!("creating {}: {e}", scratch.display())))?;
+    txn.message(format!("Verifying {shown} against /etc/containers/policy.json"));
+    let out = std::process::Command::new("skopeo")
+        .arg("copy")
+        .arg(imgref.imgref.to_string())
+        .arg(format!("dir:{}", dest.display()))
+        .output()
+        .map_err(|e| Error::Failed(format!("{shown}: running skopeo: {e}")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dest);
+        return Err(Error::InvalidArgument(format!(
+            "{shown}: refused by the signature policy (or unreachable): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(OstreeImageReference {
+        sigverify: SignatureSource::ContainerPolicyAllowInsecure,
+        imgref: ImageReference { transport: Transport::Dir, name: dest.display().to_string() },
+    })
 }
 
 /// Import `imgref` (fetching what is not there yet) and return its merge commit (which records
 /// the manifest digest, as status shows it). Runs the
 /// importer's async API on the daemon's runtime from this blocking thread; a cancel of the
 /// transaction aborts the fetch.
-pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<String> {
+pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference, scratch: &Path) -> Result<String> {
+    let verified;
+    let (imgref, shown) = if matches!(imgref.sigverify, SignatureSource::ContainerPolicy) {
+        verified = verified_copy(txn, imgref, scratch)?;
+        (&verified, imgref.to_string())
+    } else {
+        (imgref, imgref.to_string())
+    };
+    let result = import_unchecked(txn, repo, imgref, &shown);
+    if matches!(imgref.imgref.transport, Transport::Dir) && imgref.imgref.name.starts_with(&*scratch.to_string_lossy()) {
+        let _ = std::fs::remove_dir_all(&imgref.imgref.name);
+    }
+    result
+}
+
+fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference, shown: &str) -> Result<String> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Failed("importing an image needs the daemon's runtime".into()))?;
-    let shown = imgref.to_string();
     let fail = |what: &str, e: anyhow::Error| {
         let text = format!("{e:#}");
         if text.contains("not an ostree encapsulated container") {

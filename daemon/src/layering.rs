@@ -202,12 +202,12 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
     let origin = Origin::from_keyfile(&origin_kf);
     let current_base = base_commit(&repo, &source, &origin)?;
-    let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base)?;
+    let scratch = build::Scratch::new(path.path(), &txn.id)?;
+    let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base, &scratch.0)?;
     let base = new_base.commit.clone();
     if base != current_base {
         txn.message(format!("New base: {}", base::describe(&repo, &base)));
     }
-    let scratch = build::Scratch::new(path.path(), &txn.id)?;
     if req.opts.check || req.opts.preview {
         return report_available(txn, &repo, &current_base, &base, req.opts.preview, &scratch.0);
     }

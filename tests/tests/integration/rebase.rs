@@ -202,30 +202,39 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
 
 
 #[test]
-fn signed_image_references_are_refused_not_fetched_unverified() {
+fn signed_image_references_follow_the_container_policy() {
     let h = booted_host("image-signed");
     let registry = layerd_tests::images::Registry::start(&h.dir.join("registry")).unwrap();
     let commit = h.publish_to(&OsSpec::new("6.0"), "fixture/images/signed").unwrap();
     let dir = h.dir.join("images/six");
     layerd_tests::images::encapsulate(&h.fixture.path, &commit, &dir).unwrap();
     registry.push(&dir, "fixture/os:six").unwrap();
-    // a policy that demands signatures from this registry (our image has none)
-    let policy = format!(
-        "{{\"default\":[{{\"type\":\"reject\"}}],\"transports\":{{\"docker\":{{\"{}\":[{{\"type\":\"signedBy\",\"keyType\":\"GPGKeys\",\"keyPath\":\"/etc/pki/containers/fixture.gpg\"}}]}}}}}}",
-        registry.host()
-    );
-    h.exec_ok(&["sh", "-c", &format!(
-        "mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf && printf '%s' '{policy}' > /etc/containers/policy.json",
-        registry.registries_conf()
-    )])
-    .unwrap();
-    let before = h.ostree_admin_status().unwrap();
+    let set_policy = |registry_rule: &str| {
+        let policy = format!(
+            "{{\"default\":[{{\"type\":\"reject\"}}],\"transports\":{{\"docker\":{{\"{}\":[{registry_rule}]}}}}}}",
+            registry.host()
+        );
+        h.exec_ok(&["sh", "-c", &format!(
+            "mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf && printf '%s' '{policy}' > /etc/containers/policy.json",
+            registry.registries_conf()
+        )])
+        .unwrap();
+    };
     let signed = format!("ostree-image-signed:docker://{}/fixture/os:six", registry.host());
+    let before = h.ostree_admin_status().unwrap();
+    // the policy demands a signature from this registry; the image has none
+    set_policy(r#"{"type":"signedBy","keyType":"GPGKeys","keyPath":"/etc/pki/containers/fixture.gpg"}"#);
     let e = h.layerctl(&["rebase", &signed]).unwrap();
-    assert!(!e.status.success(), "an unsigned image under a signature policy is refused: {}", stdout(&e));
-    // (this version refuses signed references outright: its image proxy cannot apply the policy)
-    assert!(stderr(&e).contains("signature verification of images (policy.json) is not supported"), "{}", stderr(&e));
+    assert!(stderr(&e).contains("refused by the signature policy"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
-    // the unverified form is the admin's explicit choice to skip the policy
-    h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/fixture/os:six", registry.host())]).unwrap();
+    // a policy that accepts anything by default is not a signature policy
+    h.exec_ok(&["sh", "-c", r#"printf '%s' '{"default":[{"type":"insecureAcceptAnything"}]}' > /etc/containers/policy.json"#]).unwrap();
+    let e = h.layerctl(&["rebase", &signed]).unwrap();
+    assert!(stderr(&e).contains("must require signatures"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    // the policy trusts this registry explicitly: the verified copy is imported
+    set_policy(r#"{"type":"insecureAcceptAnything"}"#);
+    let out = h.layerctl_ok(&["rebase", &signed]).unwrap();
+    assert!(out.contains("Verifying") && out.contains("policy.json"), "{out}");
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["container-image-reference"], signed.as_str());
 }
