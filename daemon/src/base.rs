@@ -163,6 +163,12 @@ pub fn choose(
         image: origin.container_image_reference.clone(),
         override_commit: origin.override_commit.clone(),
     };
+    // an image base: `deploy DIGEST` moves to that digest of the same repository
+    if let (Some(img), BaseChange::Deploy { revision }) = (&origin.container_image_reference, change) {
+        let pinned = crate::container::with_digest(img, revision)?;
+        let commit = crate::container::import(txn, repo, &crate::container::parse(&pinned)?, scratch)?;
+        return Ok(NewBase { commit, refspec: None, image: Some(pinned), override_commit: None });
+    }
     // an image base: upgrade re-imports the same reference (a new digest means a new base)
     if let (Some(img), BaseChange::Upgrade { .. }) = (&origin.container_image_reference, change) {
         let commit = crate::container::import(txn, repo, &crate::container::parse(img)?, scratch)?;

@@ -26,6 +26,33 @@ pub fn parse(s: &str) -> Result<OstreeImageReference> {
     OstreeImageReference::try_from(s).map_err(|e| Error::InvalidArgument(format!("{s}: not a valid image reference: {e:#}")))
 }
 
+/// `reference` pinned to `digest` (`sha256:…`): `…/repo:tag` or `…/repo@sha256:old` becomes
+/// `…/repo@sha256:…`. Only registry references have digests to pin.
+pub fn with_digest(reference: &str, digest: &str) -> Result<String> {
+    let valid = digest.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !valid {
+        return Err(Error::InvalidArgument(format!("{digest} is not an image digest (sha256:<64 hex digits>)")));
+    }
+    let r = parse(reference)?;
+    if r.imgref.transport != Transport::Registry {
+        return Err(Error::InvalidArgument(format!("{reference}: only registry images can be deployed by digest")));
+    }
+    let name = &r.imgref.name;
+    let repo = match name.split_once('@') {
+        Some((repo, _)) => repo.to_string(),
+        None => {
+            // strip a tag (after the last '/', a ':' separates the tag; a port is before it)
+            let slash = name.rfind('/').map_or(0, |i| i + 1);
+            match name[slash..].rfind(':') {
+                Some(i) => name[..slash + i].to_string(),
+                None => name.clone(),
+            }
+        }
+    };
+    let pinned = OstreeImageReference { sigverify: r.sigverify, imgref: ImageReference { transport: Transport::Registry, name: format!("{repo}@{digest}") } };
+    Ok(pinned.to_string())
+}
+
 /// `ostree-image-signed:`: the image proxy (skopeo's experimental proxy, 1.9 here) fetches
 /// without applying `/etc/containers/policy.json`, so the image is first copied with `skopeo
 /// copy`, which enforces the policy (signatures, rejections) before it copies any layer, into
@@ -160,4 +187,24 @@ fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImage
             _ = cancel => Err(Error::Cancelled),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_pins() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            with_digest("ostree-unverified-registry:127.0.0.1:5000/fixture/os:custom", &d).unwrap(),
+            format!("ostree-unverified-registry:127.0.0.1:5000/fixture/os@{d}")
+        );
+        assert_eq!(
+            with_digest(&format!("ostree-unverified-registry:quay.io/x/y@sha256:{}", "b".repeat(64)), &d).unwrap(),
+            format!("ostree-unverified-registry:quay.io/x/y@{d}")
+        );
+        assert!(with_digest("ostree-unverified-registry:quay.io/x/y:1", "sha256:zz").unwrap_err().to_string().contains("not an image digest"));
+        assert!(with_digest("ostree-unverified-image:oci:/x", &d).unwrap_err().to_string().contains("only registry"));
+    }
 }

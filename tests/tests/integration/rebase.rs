@@ -176,6 +176,13 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     assert_ne!(s["deployments"][0]["container-image-reference-digest"].as_str().unwrap(), first_digest);
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "9.0");
+    // back to the first image by its digest
+    h.layerctl_ok(&["deploy", &first_digest]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["container-image-reference-digest"], first_digest.as_str());
+    assert!(s["deployments"][0]["container-image-reference"].as_str().unwrap().ends_with(&format!("fixture/os@{first_digest}")));
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "8.0");
     // errors name the problem and change nothing
     let before = h.ostree_admin_status().unwrap();
     let e = h.layerctl(&["rebase", &format!("ostree-unverified-registry:{}/fixture/os:nope", registry.host())]).unwrap();
