@@ -91,3 +91,56 @@ impl Drop for Registry {
 pub fn image_dir(base: &Path, name: &str) -> PathBuf {
     base.join("images").join(name)
 }
+
+/// Add a layer made from the directory `content` (a tar.gz of its entries) on top of the image
+/// in the OCI layout `oci` (the first manifest of its index): what a `FROM base` + `COPY` build
+/// produces. Returns the new manifest digest.
+pub fn add_layer(oci: &Path, content: &Path, created_by: &str) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let blobs = oci.join("blobs/sha256");
+    let blob = |digest: &str| -> Result<Vec<u8>> {
+        Ok(std::fs::read(blobs.join(digest.trim_start_matches("sha256:")))?)
+    };
+    let put = |bytes: &[u8]| -> Result<String> {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes)?;
+        Ok(format!("sha256:{hex}"))
+    };
+    // the layer: uncompressed (diff id) and gzip-compressed (blob)
+    let tar = oci.join("layer.tar");
+    run(command("tar", ["--owner=0", "--group=0", "--numeric-owner", "-cf"]).arg(&tar).arg("-C").arg(content).arg("."))?;
+    let mut raw = Vec::new();
+    std::fs::File::open(&tar)?.read_to_end(&mut raw)?;
+    std::fs::remove_file(&tar)?;
+    let diff_id = format!("sha256:{:x}", sha2::Sha256::digest(&raw));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw)?;
+    let gz = gz.finish()?;
+    let layer_digest = put(&gz)?;
+
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json"))?)?;
+    let mdigest = index["manifests"][0]["digest"].as_str().context("index has no manifest")?.to_string();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&blob(&mdigest)?)?;
+    let cdigest = manifest["config"]["digest"].as_str().context("manifest has no config")?.to_string();
+    let mut config: serde_json::Value = serde_json::from_slice(&blob(&cdigest)?)?;
+    config["rootfs"]["diff_ids"].as_array_mut().context("config has no diff_ids")?.push(serde_json::json!(diff_id));
+    if let Some(h) = config["history"].as_array_mut() {
+        h.push(serde_json::json!({ "created_by": created_by }));
+    }
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = put(&config_bytes)?;
+    manifest["config"]["digest"] = serde_json::json!(config_digest);
+    manifest["config"]["size"] = serde_json::json!(config_bytes.len());
+    manifest["layers"].as_array_mut().context("manifest has no layers")?.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "digest": layer_digest,
+        "size": gz.len(),
+    }));
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    let manifest_digest = put(&manifest_bytes)?;
+    index["manifests"][0]["digest"] = serde_json::json!(manifest_digest);
+    index["manifests"][0]["size"] = serde_json::json!(manifest_bytes.len());
+    std::fs::write(oci.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(manifest_digest)
+}

@@ -245,3 +245,35 @@ fn signed_image_references_follow_the_container_policy() {
     assert!(out.contains("Verifying") && out.contains("policy.json"), "{out}");
     assert_eq!(h.status_json().unwrap()["deployments"][0]["container-image-reference"], signed.as_str());
 }
+
+#[test]
+fn derived_image_with_tools_and_custom_version_fetches_only_its_layer() {
+    let mut h = booted_host("image-derived");
+    let registry = layerd_tests::images::Registry::start(&h.dir.join("registry")).unwrap();
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf", registry.registries_conf())])
+        .unwrap();
+    // the node image team's build: the bootable base plus one layer with a tool and a version
+    let base = h.publish_to(&OsSpec::new("4.10"), "fixture/images/base").unwrap();
+    let dir = h.dir.join("images/base");
+    layerd_tests::images::encapsulate(&h.fixture.path, &base, &dir).unwrap();
+    registry.push(&dir, "node/os:base").unwrap();
+    let extra = h.dir.join("extra");
+    std::fs::create_dir_all(extra.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(extra.join("usr/lib")).unwrap();
+    std::fs::write(extra.join("usr/bin/htop"), "#!/bin/sh\necho htop from the image\n").unwrap();
+    std::fs::set_permissions(extra.join("usr/bin/htop"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(extra.join("usr/lib/os-release"), "NAME=\"Fixture CoreOS\"\nID=fixture\nVERSION_ID=410.84.custom-0\n").unwrap();
+    layerd_tests::images::add_layer(&dir, &extra, "COPY usr /usr").unwrap();
+    registry.push(&dir, "node/os:custom").unwrap();
+
+    h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/node/os:base", registry.host())]).unwrap();
+    let out = h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/node/os:custom", registry.host())]).unwrap();
+    assert!(out.contains("Fetching 1 of 2 layers (the others are already here)"), "only the new layer is fetched: {out}");
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "410.84.custom-0");
+    assert_eq!(h.exec_ok(&["htop"]).unwrap(), "htop from the image\n");
+    // back to what was booted before (the staged base image was replaced by the custom one)
+    h.layerctl_ok(&["rollback"]).unwrap();
+    h.reboot().unwrap();
+    assert_eq!(os_version(&h), "1.0");
+}
