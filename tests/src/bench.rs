@@ -146,7 +146,57 @@ pub fn run(base: &Path) -> Result<()> {
     h.shutdown()?;
     drop(h);
     layering(base)?;
-    solving(base)
+    solving(base)?;
+    images(base)
+}
+
+/// Container rebase: an image of ~200 MB from the local registry, against `skopeo copy` of the
+/// same image to an `oci:` directory (the transfer floor); then a rebase to an image that
+/// differs by one small layer, which fetches only that layer.
+pub fn images(base: &Path) -> Result<()> {
+    const FILES: usize = 2000;
+    const SIZE: usize = 100_000;
+    println!("\ncontainer rebase: an image of {} MB from a local registry\n", FILES * SIZE / 1_000_000);
+    let mut h = VirtualHost::new(base, "bench-images")?;
+    h.boot()?;
+    h.start_layerd()?;
+    let registry = crate::images::Registry::start(&h.dir.join("registry"))?;
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/containers && printf '%s' '{}' > /etc/containers/registries.conf", registry.registries_conf())])?;
+    let spec = OsSpec { bulk_files: FILES, bulk_file_bytes: SIZE, ..OsSpec::new("big.1") };
+    let commit = h.publish_to(&spec, "fixture/images/big")?;
+    let dir = h.dir.join("images/big");
+    crate::images::encapsulate(&h.fixture.path, &commit, &dir)?;
+    registry.push(&dir, "bench/os:one")?;
+    let extra = h.dir.join("extra");
+    std::fs::create_dir_all(extra.join("usr/bin"))?;
+    std::fs::write(extra.join("usr/bin/tool"), "#!/bin/sh\necho tool\n")?;
+    crate::images::add_layer(&dir, &extra, "COPY usr /usr")?;
+    registry.push(&dir, "bench/os:two")?;
+
+    let floor_dir = h.dir.join("floor");
+    let floor = timed(|| {
+        crate::cmd::run(
+            crate::cmd::command("skopeo", ["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{}/bench/os:one", registry.host()))
+                .arg(format!("oci:{}", floor_dir.display())),
+        )
+        .map(|_| ())
+    })?;
+    h.exec_ok(&["sync"])?;
+    let image = |tag: &str| format!("ostree-unverified-registry:{}/bench/os:{tag}", registry.host());
+    let first = timed(|| h.layerctl_ok(&["rebase", &image("one")]).map(|_| ()))?;
+    h.exec_ok(&["sync"])?;
+    let mut second_out = String::new();
+    let second = timed(|| {
+        second_out = h.layerctl_ok(&["rebase", &image("two")])?;
+        Ok(())
+    })?;
+    println!("  {:<42} {:>9.1} ms", "skopeo copy to oci: (the transfer floor)", ms(floor));
+    println!("  {:<42} {:>9.1} ms  {:.2}x the floor (fetch, import, stage)", "layerctl rebase", ms(first), ms(first) / ms(floor));
+    let fetched = second_out.lines().find(|l| l.starts_with("Fetching ") && l.contains(" layers")).unwrap_or("").to_string();
+    println!("  {:<42} {:>9.1} ms  {:.2}x the floor; {fetched}", "rebase to the one-layer-different image", ms(second), ms(second) / ms(floor));
+    h.shutdown()?;
+    Ok(())
 }
 
 /// Peak RSS (KiB) since the last reset, and reset it (`clear_refs` 5).
@@ -345,7 +395,7 @@ pub fn layering(base: &Path) -> Result<()> {
     let mut extras = Vec::new();
     for n in [10_000usize, 100_000] {
         let version = format!("bulk{n}");
-        h.publish(&OsSpec { version: version.clone(), bulk_files: n, centos_base: false })?;
+        h.publish(&OsSpec { version: version.clone(), bulk_files: n, ..OsSpec::new(&version) })?;
         h.exec_ok(&["ostree", "pull", REMOTE, REF])?;
         h.exec_ok(&["ostree", "admin", "deploy", &os, &refspec])?;
         h.reboot()?;

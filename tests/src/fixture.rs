@@ -37,6 +37,9 @@ pub struct OsSpec {
     pub version: String,
     /// Extra unowned files under `/usr/share/fixture/bulk` (for realistic base sizes).
     pub bulk_files: usize,
+    /// Size of each bulk file (0: a short line of text); larger files get incompressible
+    /// content, for transfer benchmarks.
+    pub bulk_file_bytes: usize,
     /// Add a CoreOS-like package set from real CentOS Stream 9 metadata (stub payloads, real
     /// names, versions and dependencies; see [`crate::centos`]), so solving runs against real
     /// dependency data.
@@ -45,7 +48,7 @@ pub struct OsSpec {
 
 impl OsSpec {
     pub fn new(version: &str) -> Self {
-        OsSpec { version: version.into(), bulk_files: 0, centos_base: false }
+        OsSpec { version: version.into(), bulk_files: 0, bulk_file_bytes: 0, centos_base: false }
     }
 
     /// The fixture OS with the CoreOS-like CentOS Stream 9 package set.
@@ -213,11 +216,29 @@ impl FixtureRepo {
                 if i % 1000 == 0 {
                     fs::create_dir_all(&d)?;
                 }
-                fs::write(d.join(format!("f{i}")), format!("bulk file {i} of {}\n", spec.version))?;
+                if spec.bulk_file_bytes > 0 {
+                    fs::write(d.join(format!("f{i}")), noise(i as u64, spec.bulk_file_bytes))?;
+                } else {
+                    fs::write(d.join(format!("f{i}")), format!("bulk file {i} of {}\n", spec.version))?;
+                }
             }
         }
         Ok(tree)
     }
+}
+
+/// `len` bytes that do not compress (xorshift), the same for the same `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// The host's static busybox (Debian's busybox-static, Fedora's busybox).

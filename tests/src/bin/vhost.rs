@@ -16,6 +16,9 @@ enum Cmd {
         /// Only the metadata + solve benchmark.
         #[arg(long)]
         solve_only: bool,
+        /// Only the container rebase benchmark.
+        #[arg(long)]
+        images_only: bool,
     },
     /// The guided demo of `make demo`.
     Demo {
@@ -34,9 +37,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cmd::parse() {
-        Cmd::Bench { dir, layering_only, solve_only } => {
+        Cmd::Bench { dir, layering_only, solve_only, images_only } => {
             std::fs::create_dir_all(&dir)?;
-            if solve_only {
+            if images_only {
+                layerd_tests::bench::images(&dir)?;
+            } else if solve_only {
                 layerd_tests::bench::solving(&dir)?;
             } else if layering_only {
                 layerd_tests::bench::layering(&dir)?;
