@@ -57,15 +57,22 @@ struct CommitInfo {
     parent: Option<String>,
 }
 
+/// The version label of an imported container image (ostree-ext keeps the image configuration
+/// in the merge commit's metadata): `org.opencontainers.image.version`, or the legacy `version`.
+fn image_version(meta: &glib::VariantDict) -> Option<String> {
+    let config = meta.lookup::<String>("ostree.container.image-config").ok().flatten()?;
+    let v: serde_json::Value = serde_json::from_str(&config).ok()?;
+    let labels = &v["config"]["Labels"];
+    labels["org.opencontainers.image.version"].as_str().or(labels["version"].as_str()).map(str::to_string)
+}
+
 fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     let (commit, _state) = repo
         .load_commit(checksum)
         .with_context(|| format!("loading commit {checksum}"))?;
     let meta = commit.child_value(0);
-    let version = glib::VariantDict::new(Some(&meta))
-        .lookup::<String>("version")
-        .ok()
-        .flatten();
+    let dict = glib::VariantDict::new(Some(&meta));
+    let version = dict.lookup::<String>("version").ok().flatten().or_else(|| image_version(&dict));
     Ok(CommitInfo {
         timestamp: ostree::commit_get_timestamp(&commit),
         parent: ostree::commit_get_parent(&commit).map(|p| p.to_string()),

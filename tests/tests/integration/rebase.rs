@@ -161,6 +161,9 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     let s = h.status_json().unwrap();
     let first_digest = s["deployments"][0]["container-image-reference-digest"].as_str().unwrap().to_string();
     assert_eq!(s["deployments"][0]["container-image-reference"], image.as_str());
+    assert_eq!(s["deployments"][0]["version"], "8.0", "the image's version");
+    let meta = &s["deployments"][0]["base-commit-meta"];
+    assert!(meta.get("ostree.manifest").is_some() && meta.get("ostree.container.image-config").is_some(), "{meta}");
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "8.0");
     let none = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
@@ -276,4 +279,33 @@ fn derived_image_with_tools_and_custom_version_fetches_only_its_layer() {
     h.layerctl_ok(&["rollback"]).unwrap();
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "1.0");
+}
+
+#[test]
+fn oci_archive_images_and_cancel_during_a_pull() {
+    let h = booted_host("image-cancel");
+    // an image big enough that its import takes a moment
+    let spec = OsSpec { bulk_files: 600, bulk_file_bytes: 100_000, ..OsSpec::new("3.3") };
+    let commit = h.publish_to(&spec, "fixture/images/archive").unwrap();
+    let dir = h.dir.join("images/archive-src");
+    layerd_tests::images::encapsulate(&h.fixture.path, &commit, &dir).unwrap();
+    let archive = h.sysroot.path.join("images/os.ociarchive");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    layerd_tests::cmd::run(layerd_tests::cmd::command("skopeo", ["copy"]).arg(format!("oci:{}", dir.display())).arg(format!("oci-archive:{}", archive.display()))).unwrap();
+    let image = "ostree-unverified-image:oci-archive:/sysroot/images/os.ociarchive";
+    let before = h.ostree_admin_status().unwrap();
+    let refs_before = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs"]).unwrap();
+    let client = h.layerctl_command(&["rebase", image]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_until("the pull runs", || h.layerd_log_tail(50).contains("Fetching 1 of 1 layers"));
+    h.layerctl_ok(&["cancel"]).unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    let refs_after = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs"]).unwrap();
+    assert!(!refs_after.contains("ostree/container/image"), "no partial image ref: {refs_after}");
+    assert_eq!(refs_after, refs_before);
+    // and the same archive imports when not interrupted
+    h.layerctl_ok(&["rebase", image]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["version"], "3.3");
 }
