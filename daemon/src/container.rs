@@ -109,6 +109,29 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
     result
 }
 
+/// What the registry has for `imgref` now, reading only its manifest and configuration (no
+/// layers): the manifest digest and the version label. For `upgrade --check`.
+pub fn check(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<(String, Option<String>)> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::Failed("checking an image needs the daemon's runtime".into()))?;
+    let shown = imgref.to_string();
+    let fail = |e: anyhow::Error| Error::Failed(format!("{shown}: reading the image: {e:#}"));
+    txn.message(format!("Checking {shown}"));
+    handle.block_on(async {
+        let mut config = ostree_ext::containers_image_proxy::ImageProxyConfig::default();
+        ostree_ext::container::merge_default_container_proxy_opts_with_isolation(&mut config, None).map_err(fail)?;
+        let mut importer = ImageImporter::new(repo, imgref, config).await.map_err(fail)?;
+        Ok(match importer.prepare().await.map_err(fail)? {
+            PrepareResult::AlreadyPresent(s) => (s.manifest_digest.to_string(), None),
+            PrepareResult::Ready(p) => {
+                let labels = p.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+                let version = labels.get("org.opencontainers.image.version").or(labels.get("version")).cloned();
+                (p.manifest_digest.to_string(), version)
+            }
+        })
+    })
+}
+
 fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageReference, shown: &str) -> Result<String> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Failed("importing an image needs the daemon's runtime".into()))?;

@@ -203,6 +203,12 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let origin = Origin::from_keyfile(&origin_kf);
     let current_base = base_commit(&repo, &source, &origin)?;
     let scratch = build::Scratch::new(path.path(), &txn.id)?;
+    // an image base: --check/--preview read the manifest only (no layer is fetched)
+    if let (Some(img), BaseChange::Upgrade { .. }, true) =
+        (&origin.container_image_reference, &req.base, req.opts.check || req.opts.preview)
+    {
+        return check_image(txn, &repo, img, &current_base, req.opts.preview);
+    }
     let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base, &scratch.0)?;
     let base = new_base.commit.clone();
     if base != current_base {
@@ -475,6 +481,25 @@ pub fn refresh_md(txn: &Transaction, path: &SysrootPath, force: bool, settings: 
     let freshness = if force { crate::repomd::Freshness::Force } else { crate::repomd::Freshness::Normal };
     let n = resolve::refresh(txn, &etc, &os_release, &settings.cache_dir, freshness)?;
     txn.message(format!("Metadata of {n} repositor{} up to date", if n == 1 { "y" } else { "ies" }));
+    Ok(true)
+}
+
+/// `upgrade --check/--preview` on an image base: compare the registry's manifest digest with the
+/// deployed one.
+fn check_image(txn: &Transaction, repo: &ostree::Repo, img: &str, current: &str, preview: bool) -> Result<bool> {
+    let deployed = commit_meta_str(repo, current, "ostree.manifest-digest");
+    let (digest, version) = crate::container::check(txn, repo, &crate::container::parse(img)?)?;
+    if deployed.as_deref() == Some(digest.as_str()) {
+        txn.message("No update available.");
+        return Ok(false);
+    }
+    match version {
+        Some(v) => txn.message(format!("Available: {v} ({digest})")),
+        None => txn.message(format!("Available: {digest}")),
+    }
+    if preview {
+        txn.message("  (package differences are known once the image is fetched: upgrade --download-only)");
+    }
     Ok(true)
 }
 

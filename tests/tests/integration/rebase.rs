@@ -168,12 +168,19 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     assert_eq!(os_version(&h), "8.0");
     let none = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
     assert_eq!(none.status.code(), Some(77), "{}", stderr(&none));
+    let none = h.layerctl(&["upgrade", "--check", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(none.status.code(), Some(77), "{}", stderr(&none));
+    assert!(stdout(&none).contains("No update available."), "{}", stdout(&none));
     // a new image pushed to the same tag: upgrade stages it
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let v9 = h.publish_to(&OsSpec::new("9.0"), "fixture/images/custom").unwrap();
     let dir9 = h.dir.join("images/v9");
     layerd_tests::images::encapsulate(&h.fixture.path, &v9, &dir9).unwrap();
     registry.push(&dir9, "fixture/os:custom").unwrap();
+    let before_check = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs"]).unwrap();
+    let out = h.layerctl_ok(&["upgrade", "--check"]).unwrap();
+    assert!(out.contains("Available: 9.0 (sha256:"), "{out}");
+    assert_eq!(h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs"]).unwrap(), before_check, "--check fetches no layer");
     h.layerctl_ok(&["upgrade"]).unwrap();
     let s = h.status_json().unwrap();
     assert_ne!(s["deployments"][0]["container-image-reference-digest"].as_str().unwrap(), first_digest);
