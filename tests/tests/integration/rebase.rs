@@ -316,3 +316,26 @@ fn oci_archive_images_and_cancel_during_a_pull() {
     h.layerctl_ok(&["rebase", image]).unwrap();
     assert_eq!(h.status_json().unwrap()["deployments"][0]["version"], "3.3");
 }
+
+#[test]
+fn ostree_remote_image_checks_the_commit_signature() {
+    let h = booted_host("image-remote-sig");
+    let key = layerd_tests::gpgkeys::generate(&h.dir, "Fixture OS Signing <os@example.com>").unwrap();
+    let keys = h.sysroot.path.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("os.asc"), &key.public).unwrap();
+    // a remote that exists only to hold the trusted keys
+    h.exec_ok(&["ostree", "remote", "add", "--repo=/sysroot/ostree/repo", "--set=gpg-verify=true", "--gpg-import=/sysroot/keys/os.asc", "signed-os", "file:///nonexistent"]).unwrap();
+    let signed = h.publish_to(&OsSpec::new("5.5"), "fixture/images/signed-ostree").unwrap();
+    key.sign_ostree_commit(&h.fixture.path, &signed).unwrap();
+    let unsigned = h.publish_to(&OsSpec::new("5.6"), "fixture/images/unsigned-ostree").unwrap();
+    for (name, commit) in [("signed", &signed), ("unsigned", &unsigned)] {
+        layerd_tests::images::encapsulate(&h.fixture.path, commit, &h.sysroot.path.join(format!("images/{name}"))).unwrap();
+    }
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["rebase", "ostree-remote-image:signed-os:oci:/sysroot/images/unsigned"]).unwrap();
+    assert!(!e.status.success(), "an unsigned commit is refused: {}", stdout(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+    h.layerctl_ok(&["rebase", "ostree-remote-image:signed-os:oci:/sysroot/images/signed"]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["version"], "5.5");
+}
