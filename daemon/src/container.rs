@@ -170,13 +170,17 @@ fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImage
                 txn.message(format!("Fetching {fetch} of {total} layers (the others are already here)"));
                 // layer count and bytes of the layer in flight, as transaction progress
                 let report = async {
-                    let mut done = 0u64;
+                    // bytes of finished layers plus the one in flight
+                    let (mut done, mut done_bytes, mut current) = (0u64, 0u64, 0u64);
+                    let mut total_hint = 0u64;
                     loop {
                         tokio::select! {
                             ev = layers.recv() => match ev {
                                 Some(ImportProgress::OstreeChunkCompleted(_) | ImportProgress::DerivedLayerCompleted(_)) => {
                                     done += 1;
-                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: 0, bytes_total: 0, items_done: done, items_total: fetch });
+                                    done_bytes += current;
+                                    current = 0;
+                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: done_bytes, bytes_total: total_hint.max(done_bytes), items_done: done, items_total: fetch });
                                 }
                                 Some(_) => {}
                                 None => break,
@@ -187,7 +191,9 @@ fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImage
                                 }
                                 let cur = bytes.borrow_and_update().as_ref().map(|p| (p.fetched, p.total));
                                 if let Some((fetched, total)) = cur {
-                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: fetched, bytes_total: total, items_done: done, items_total: fetch });
+                                    current = fetched;
+                                    total_hint = total_hint.max(done_bytes + total);
+                                    txn.progress(Progress { text: "Fetching layers".into(), bytes_done: done_bytes + fetched, bytes_total: total_hint, items_done: done, items_total: fetch });
                                 }
                             }
                         }

@@ -279,6 +279,12 @@ fn derived_image_with_tools_and_custom_version_fetches_only_its_layer() {
     h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/node/os:base", registry.host())]).unwrap();
     let out = h.layerctl_ok(&["rebase", &format!("ostree-unverified-registry:{}/node/os:custom", registry.host())]).unwrap();
     assert!(out.contains("Fetching 1 of 2 layers (the others are already here)"), "only the new layer is fetched: {out}");
+    // and the bytes fetched are the small layer's, not the base's
+    let bytes: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Fetching layers: 1 items, ")?.strip_suffix(" bytes")?.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {out}"));
+    assert!(bytes > 0 && bytes < 10_000, "{bytes} bytes for a one-file layer");
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "410.84.custom-0");
     assert_eq!(h.exec_ok(&["htop"]).unwrap(), "htop from the image\n");
