@@ -64,6 +64,14 @@ fn row(what: &str, value: Duration, target_ms: f64, peer: Option<Duration>) {
 }
 
 pub fn run(base: &Path) -> Result<()> {
+    status(base)?;
+    layering(base)?;
+    solving(base)?;
+    images(base)
+}
+
+/// Status latency, start-up and idle memory.
+pub fn status(base: &Path) -> Result<()> {
     let mut h = VirtualHost::new(base, "bench")?;
     h.boot()?;
     h.start_layerd()?;
@@ -133,21 +141,24 @@ pub fn run(base: &Path) -> Result<()> {
                 .unwrap_or(0.0)
         };
         let kib = field("VmRSS:");
+        // PSS charges shared library pages to the processes sharing them
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Pss:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())))
+            .unwrap_or(0.0);
         println!(
-            "{:<44} {:>8.1} MB  target  15.0 MB ({:>4.2}x of target); heap/stacks {:.1} MB, mapped files {:.1} MB",
+            "{:<44} {:>8.1} MB  target  15.0 MB ({:>4.2}x of target); heap/stacks {:.1} MB, mapped files {:.1} MB, PSS {:.1} MB",
             "daemon RSS, idle",
             kib / 1024.0,
             kib / 1024.0 / 15.0,
             field("RssAnon:") / 1024.0,
-            field("RssFile:") / 1024.0
+            field("RssFile:") / 1024.0,
+            pss / 1024.0
         );
     }
     println!("\n(start-up includes nsenter into the virtual host; the peer is `ostree admin status` p50)");
     h.shutdown()?;
-    drop(h);
-    layering(base)?;
-    solving(base)?;
-    images(base)
+    Ok(())
 }
 
 /// Container rebase: an image of ~200 MB from the local registry, against `skopeo copy` of the

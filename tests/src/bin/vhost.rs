@@ -19,6 +19,9 @@ enum Cmd {
         /// Only the container rebase benchmark.
         #[arg(long)]
         images_only: bool,
+        /// Only status latency, start-up and idle memory.
+        #[arg(long)]
+        status_only: bool,
     },
     /// The guided demo of `make demo`.
     Demo {
@@ -37,9 +40,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cmd::parse() {
-        Cmd::Bench { dir, layering_only, solve_only, images_only } => {
+        Cmd::Bench { dir, layering_only, solve_only, images_only, status_only } => {
             std::fs::create_dir_all(&dir)?;
-            if images_only {
+            if status_only {
+                layerd_tests::bench::status(&dir)?;
+            } else if images_only {
                 layerd_tests::bench::images(&dir)?;
             } else if solve_only {
                 layerd_tests::bench::solving(&dir)?;
