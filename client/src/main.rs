@@ -189,6 +189,32 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
+    /// Show or edit kernel arguments (edits stage a new deployment of the same tree).
+    Kargs {
+        /// Add KEY[=VALUE] (repeatable).
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        append: Vec<String>,
+        /// Add unless exactly present.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        append_if_missing: Vec<String>,
+        /// Remove KEY (one value) or KEY=VALUE.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        delete: Vec<String>,
+        /// Remove if present.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        delete_if_present: Vec<String>,
+        /// KEY=NEW (one value) or KEY=OLD=NEW.
+        #[arg(long, value_name = "KEY=[OLD=]NEW")]
+        replace: Vec<String>,
+        /// Start from the running kernel's /proc/cmdline.
+        #[arg(long)]
+        import_proc_cmdline: bool,
+        /// Reboot once the new deployment is staged.
+        #[arg(short, long)]
+        reboot: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
     /// Download repository metadata now (even if the cache is fresh with -f).
     RefreshMd {
         /// Fetch even when the cached metadata has not expired.
@@ -292,6 +318,36 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.refresh_md(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
+        Cmd::Kargs { append, append_if_missing, delete, delete_if_present, replace, import_proc_cmdline, reboot, change } => {
+            let edits = [
+                ("append", append),
+                ("append-if-missing", append_if_missing),
+                ("delete", delete),
+                ("delete-if-present", delete_if_present),
+                ("replace", replace),
+            ];
+            if edits.iter().all(|(_, v)| v.is_empty()) && !import_proc_cmdline {
+                // no edit: print the arguments of the deployment that boots next
+                let daemon = connect::daemon(&conn).await?;
+                let deployments = daemon.deployments().await.map_err(connect::zbus_error)?;
+                let first = deployments.first().ok_or_else(|| anyhow::anyhow!("no deployments"))?;
+                println!("{}", first.kernel_arguments.join(" "));
+                return Ok(0);
+            }
+            for (k, v) in edits {
+                if !v.is_empty() {
+                    opts.insert(k, Value::from(v));
+                }
+            }
+            for (k, on) in [("import-proc-cmdline", import_proc_cmdline), ("reboot", reboot)] {
+                if on {
+                    opts.insert(k, Value::from(true));
+                }
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.kernel_args(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::Cancel { id } => cancel(&conn, id).await,

@@ -343,6 +343,30 @@ impl Layerd1 {
         self.submit(Operation::RefreshMd { force }, caller, conn, server).await
     }
 
+    async fn kernel_args(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("KernelArgs", options);
+        let edit = crate::kargs::KargsEdit {
+            append: o.strings("append")?,
+            append_if_missing: o.strings("append-if-missing")?,
+            delete: o.strings("delete")?,
+            delete_if_present: o.strings("delete-if-present")?,
+            replace: o.strings("replace")?,
+            import_proc_cmdline: o.bool("import-proc-cmdline")?,
+        };
+        let reboot = o.bool("reboot")?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Kargs { edit, reboot }, caller, conn, server).await
+    }
+
     async fn reload(&self) -> Result<(), ApiError> {
         self.engine.touch();
         self.engine.refresh().await;

@@ -53,22 +53,25 @@ pub(crate) fn new_origin(
     Ok(new_origin)
 }
 
-/// Stage (booted) or write (offline sysroot) the new deployment, keeping the source's kernel
-/// arguments and merging `/etc` from the merge deployment.
+/// The kernel arguments of a deployment's boot entry.
+pub(crate) fn kargs_of(d: &ostree::Deployment) -> Vec<String> {
+    d.bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Stage (booted) or write (offline sysroot) the new deployment of `commit` with `kargs`,
+/// merging `/etc` from the merge deployment.
 pub(crate) fn stage(
     txn: &Transaction,
     locked: &LockedSysroot,
-    source: &ostree::Deployment,
     osname: &str,
     commit: &str,
     origin: &glib::KeyFile,
+    kargs: &[String],
 ) -> Result<()> {
     let sysroot = &locked.sysroot;
-    let kargs: Vec<String> = source
-        .bootconfig()
-        .and_then(|b| b.get("options"))
-        .map(|o| o.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
     let kargs_ref: Vec<&str> = kargs.iter().map(String::as_str).collect();
     let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_ref), ..Default::default() };
     let merge = sysroot.merge_deployment(Some(osname));

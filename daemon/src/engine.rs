@@ -36,6 +36,8 @@ pub enum Operation {
     Layer(LayerRequest),
     /// Download repository metadata.
     RefreshMd { force: bool },
+    /// Edit kernel arguments (a new deployment of the same tree).
+    Kargs { edit: crate::kargs::KargsEdit, reboot: bool },
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
     Recover { interrupted: journal::Record },
 }
@@ -49,6 +51,7 @@ impl Operation {
             Operation::Layer(r) => r.title(),
             Operation::RefreshMd { force: true } => "refresh-md -f".into(),
             Operation::RefreshMd { force: false } => "refresh-md".into(),
+            Operation::Kargs { edit, .. } => edit.title(),
             Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
@@ -57,6 +60,7 @@ impl Operation {
         match self {
             Operation::Rollback { reboot } => *reboot,
             Operation::Layer(r) => r.opts.reboot && !r.opts.dry_run,
+            Operation::Kargs { reboot, .. } => *reboot,
             _ => false,
         }
     }
@@ -68,6 +72,10 @@ impl Operation {
                 "cleanup needs at least one of: pending (-p), rollback (-r), base (-b), repomd (-m)".into(),
             )),
             Operation::Layer(r) => r.validate(),
+            Operation::Kargs { edit, .. } if edit.is_empty() => Err(Error::InvalidArgument(
+                "kargs: nothing to change (append, append-if-missing, delete, delete-if-present, replace, import-proc-cmdline)".into(),
+            )),
+            Operation::Kargs { edit, .. } => edit.validate(),
             _ => Ok(()),
         }
     }
@@ -349,6 +357,7 @@ impl Engine {
                 Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
                 Operation::Layer(r) => layering::run(&t, &path, r, &settings),
                 Operation::RefreshMd { force } => layering::refresh_md(&t, &path, *force, &settings),
+                Operation::Kargs { edit, .. } => crate::kargs::run(&t, &path, edit),
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })

@@ -147,7 +147,7 @@ pub(crate) fn name_of_nevra(nevra: &str) -> &str {
 
 /// The deployment whose origin a request changes: the first of the stateroot (the pending one
 /// when there is one, else the booted or default one).
-fn origin_source(locked: &LockedSysroot) -> Result<ostree::Deployment> {
+pub(crate) fn origin_source(locked: &LockedSysroot) -> Result<ostree::Deployment> {
     let (deployments, anchor) = locked.deployments_and_anchor();
     let anchor_d = deployments.get(anchor).ok_or_else(|| Error::InvalidState("no deployments".into()))?;
     let osname = anchor_d.osname();
@@ -465,7 +465,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     })?;
 
     let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested)?;
-    let res = deploy::stage(txn, &locked, &source, &osname, &commit, &new_origin);
+    let res = deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source));
     pkgcache::prune_unused(&locked, Some(&active));
     res?;
     Ok(true)

@@ -35,6 +35,7 @@ pub mod fetch;
 pub mod gpg;
 pub mod gvariant;
 pub mod journal;
+pub mod kargs;
 pub mod layering;
 pub mod mtree;
 pub mod origin;

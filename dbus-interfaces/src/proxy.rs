@@ -37,6 +37,8 @@ pub trait Layerd1 {
     fn deploy(&self, revision: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction downloading repository metadata.
     fn refresh_md(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction editing kernel arguments (a new deployment of the same tree).
+    fn kernel_args(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).
     fn reload(&self) -> Result<(), Error>;
     /// Count the caller as a watcher (layerd does not exit idle while it is registered).

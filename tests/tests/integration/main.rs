@@ -7,3 +7,4 @@ mod transactions;
 mod layering;
 mod repos;
 mod rebase;
+mod kargs;

@@ -1,0 +1,58 @@
+//! Issue 9 (kernel arguments part): `layerctl kargs`.
+
+use crate::common::*;
+
+fn kargs_of(s: &serde_json::Value, i: usize) -> Vec<String> {
+    s["deployments"][i]["kernel-arguments"].as_array().unwrap().iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+}
+
+#[test]
+fn kargs_round_trip_through_a_reboot() {
+    let mut h = booted_host("kargs");
+    let shown = h.layerctl_ok(&["kargs"]).unwrap();
+    assert!(shown.contains("console=ttyS0") && shown.contains("rw"), "{shown}");
+    let out = h.layerctl_ok(&["kargs", "--append", "foo=bar", "--append", "nosmt", "--delete", "rw", "--replace", "root=LABEL=boot"]).unwrap();
+    assert!(out.contains("Kernel arguments:"), "{out}");
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["staged"], true);
+    let k = kargs_of(&s, 0);
+    assert!(k.contains(&"foo=bar".to_string()) && k.contains(&"nosmt".to_string()) && !k.contains(&"rw".to_string()), "{k:?}");
+    assert!(k.contains(&"root=LABEL=boot".to_string()), "{k:?}");
+    let same = h.layerctl(&["kargs", "--append-if-missing", "foo=bar", "--delete-if-present", "absent", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "{}{}", stdout(&same), stderr(&same));
+    h.reboot().unwrap();
+    let cmdline = h.exec_ok(&["cat", "/proc/cmdline"]).unwrap();
+    assert!(cmdline.contains("foo=bar") && cmdline.contains("nosmt") && !cmdline.split_whitespace().any(|a| a == "rw"), "{cmdline}");
+    // bad input: clear errors, nothing staged
+    let before = h.ostree_admin_status().unwrap();
+    for (args, want) in [
+        (vec!["kargs", "--delete", "nope"], "no such kernel argument"),
+        (vec!["kargs", "--append", "=x"], "empty key"),
+        (vec!["kargs", "--append", "a=\"b"], "unbalanced quotes"),
+    ] {
+        let e = h.layerctl(&args).unwrap();
+        assert!(!e.status.success() && stderr(&e).contains(want), "{args:?}: {}", stderr(&e));
+    }
+    assert_eq!(h.ostree_admin_status().unwrap(), before);
+}
+
+#[test]
+fn kargs_keep_layered_packages_and_work_offline() {
+    let mut h = new_host("kargs-offline");
+    h.start_layerd_offline().unwrap();
+    let dir = h.dir.join("rpms");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = layerd_tests::rpmbuild::RpmSpec::new("tool", "1")
+        .entry(layerd_tests::rpmbuild::Entry::file("/usr/bin/tool", "t", 0o755))
+        .write(&dir)
+        .unwrap();
+    h.layerctl_ok(&["install", f.to_str().unwrap()]).unwrap();
+    h.layerctl_ok(&["kargs", "--append", "quiet"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert!(kargs_of(&s, 0).contains(&"quiet".to_string()));
+    let pkgs = s["deployments"][0]["requested-local-packages"].as_array().unwrap();
+    assert_eq!(pkgs.len(), 1, "the layered package stays: {s}");
+    h.stop_layerd().unwrap();
+    h.boot().unwrap();
+    assert!(h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("quiet"));
+}
