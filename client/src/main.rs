@@ -55,11 +55,20 @@ struct BaseOpts {
     /// Fetch the new base; deploy nothing.
     #[arg(long)]
     download_only: bool,
+    /// Stage it locked: a reboot does not apply it until `finalize-deployment`.
+    #[arg(long)]
+    lock_finalization: bool,
 }
 
 impl BaseOpts {
     fn apply<'a>(&self, opts: &mut HashMap<&'a str, Value<'a>>) {
-        for (k, on) in [("reboot", self.reboot), ("check", self.check), ("preview", self.preview), ("download-only", self.download_only)] {
+        for (k, on) in [
+            ("reboot", self.reboot),
+            ("check", self.check),
+            ("preview", self.preview),
+            ("download-only", self.download_only),
+            ("lock-finalization", self.lock_finalization),
+        ] {
             if on {
                 opts.insert(k, Value::from(true));
             }
@@ -215,6 +224,21 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
+    /// Pin the deployment at INDEX (boot order, as status lists them) so cleanup keeps it.
+    Pin {
+        index: u32,
+        /// Unpin it instead.
+        #[arg(long)]
+        unpin: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Unlock the staged deployment CHECKSUM (staged with --lock-finalization) and reboot.
+    FinalizeDeployment {
+        checksum: String,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
     /// Download repository metadata now (even if the cache is fresh with -f).
     RefreshMd {
         /// Fetch even when the cached metadata has not expired.
@@ -348,6 +372,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.kernel_args(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
+        Cmd::Pin { index, unpin, change } => {
+            if unpin {
+                opts.insert("unpin", Value::from(true));
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.pin(index, opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
+        Cmd::FinalizeDeployment { checksum, change } => {
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.finalize_deployment(&checksum, opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::Cancel { id } => cancel(&conn, id).await,

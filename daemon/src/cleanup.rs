@@ -72,15 +72,15 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
     let (deployments, anchor) = locked.deployments_and_anchor();
     let slots: Vec<Slot> = deployments.iter().map(|d| Slot { pinned: d.is_pinned() }).collect();
     let keep = plan(&slots, anchor, opts);
+    for (i, d) in deployments.iter().enumerate() {
+        if i > anchor && opts.rollback && d.is_pinned() {
+            txn.message(format!("Keeping pinned deployment {}", deployment_id(d)));
+        }
+    }
     if keep.len() != deployments.len() {
         for (i, d) in deployments.iter().enumerate() {
             if !keep.contains(&i) {
                 txn.message(format!("Removing deployment {}", deployment_id(d)));
-            }
-        }
-        for (i, d) in deployments.iter().enumerate() {
-            if i > anchor && opts.rollback && d.is_pinned() {
-                txn.message(format!("Keeping pinned deployment {}", deployment_id(d)));
             }
         }
         txn.check_cancelled()?;

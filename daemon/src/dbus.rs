@@ -27,6 +27,7 @@ use crate::txn::{Caller, Event, Transaction};
 fn base_options(o: &mut Options) -> Result<LayerOptions, ApiError> {
     Ok(LayerOptions {
         reboot: o.bool("reboot")?,
+        lock_finalization: o.bool("lock-finalization")?,
         check: o.bool("check")?,
         preview: o.bool("preview")?,
         download_only: o.bool("download-only")?,
@@ -365,6 +366,42 @@ impl Layerd1 {
         o.finish()?;
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Kargs { edit, reboot }, caller, conn, server).await
+    }
+
+    async fn pin(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        index: u32,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("Pin", options);
+        let unpin = o.bool("unpin")?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Pin { index, unpin }, caller, conn, server).await
+    }
+
+    async fn finalize_deployment(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        checksum: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("FinalizeDeployment", options);
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::InvalidArgument(format!("{checksum:?} is not a commit checksum (64 hex digits)")));
+        }
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::Finalize { checksum }, caller, conn, server).await
     }
 
     async fn reload(&self) -> Result<(), ApiError> {

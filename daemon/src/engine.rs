@@ -38,6 +38,10 @@ pub enum Operation {
     RefreshMd { force: bool },
     /// Edit kernel arguments (a new deployment of the same tree).
     Kargs { edit: crate::kargs::KargsEdit, reboot: bool },
+    /// Pin or unpin the deployment at this boot-order index.
+    Pin { index: u32, unpin: bool },
+    /// Unlock the staged deployment with this checksum and reboot.
+    Finalize { checksum: String },
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
     Recover { interrupted: journal::Record },
 }
@@ -52,6 +56,9 @@ impl Operation {
             Operation::RefreshMd { force: true } => "refresh-md -f".into(),
             Operation::RefreshMd { force: false } => "refresh-md".into(),
             Operation::Kargs { edit, .. } => edit.title(),
+            Operation::Pin { index, unpin: false } => format!("pin {index}"),
+            Operation::Pin { index, unpin: true } => format!("pin --unpin {index}"),
+            Operation::Finalize { checksum } => format!("finalize-deployment {checksum}"),
             Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
@@ -61,6 +68,7 @@ impl Operation {
             Operation::Rollback { reboot } => *reboot,
             Operation::Layer(r) => r.opts.reboot && !r.opts.dry_run,
             Operation::Kargs { reboot, .. } => *reboot,
+            Operation::Finalize { .. } => true,
             _ => false,
         }
     }
@@ -358,6 +366,8 @@ impl Engine {
                 Operation::Layer(r) => layering::run(&t, &path, r, &settings),
                 Operation::RefreshMd { force } => layering::refresh_md(&t, &path, *force, &settings),
                 Operation::Kargs { edit, .. } => crate::kargs::run(&t, &path, edit),
+                Operation::Pin { index, unpin } => crate::finalize::pin(&t, &path, *index, *unpin),
+                Operation::Finalize { checksum } => crate::finalize::finalize(&t, &path, checksum),
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })

@@ -46,6 +46,8 @@ pub struct LayerOptions {
     pub check: bool,
     /// `check`, plus the package differences between the current and the new base.
     pub preview: bool,
+    /// Stage the deployment locked: a reboot does not apply it until `finalize-deployment`.
+    pub lock_finalization: bool,
 }
 
 /// A local RPM the client handed over (read and checked when the request came in).
@@ -465,7 +467,14 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     })?;
 
     let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested)?;
-    let res = deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source));
+    let mut res = deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source));
+    if res.is_ok() && req.opts.lock_finalization {
+        res = if locked.sysroot.is_booted() {
+            crate::finalize::lock_staged().inspect(|_| txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`"))
+        } else {
+            Err(Error::InvalidState("--lock-finalization needs a booted system (offline deployments are not staged)".into()))
+        };
+    }
     pkgcache::prune_unused(&locked, Some(&active));
     res?;
     Ok(true)

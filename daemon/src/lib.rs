@@ -32,6 +32,7 @@ pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+pub mod finalize;
 pub mod gpg;
 pub mod gvariant;
 pub mod journal;

@@ -39,6 +39,10 @@ pub trait Layerd1 {
     fn refresh_md(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction editing kernel arguments (a new deployment of the same tree).
     fn kernel_args(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction pinning (or with "unpin", unpinning) the deployment at `index`.
+    fn pin(&self, index: u32, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction unlocking the staged deployment `checksum` and rebooting.
+    fn finalize_deployment(&self, checksum: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the sysroot now (status is otherwise refreshed on every change it sees).
     fn reload(&self) -> Result<(), Error>;
     /// Count the caller as a watcher (layerd does not exit idle while it is registered).

@@ -56,3 +56,43 @@ fn kargs_keep_layered_packages_and_work_offline() {
     h.boot().unwrap();
     assert!(h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("quiet"));
 }
+
+#[test]
+fn pinning_and_locked_finalization() {
+    let mut h = new_host("pin-finalize");
+    h.layerd_args = vec!["--reboot-command".into(), "/usr/bin/busybox touch /run/reboot-requested".into()];
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    // pin the booted 1.0, move to 2.0: cleanup keeps the pinned rollback
+    deploy_version(&h, "2.0", false);
+    h.layerctl_ok(&["pin", "1"]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][1]["pinned"], true);
+    let again = h.layerctl(&["pin", "1", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(again.status.code(), Some(77));
+    h.reboot().unwrap();
+    let out = h.layerctl_ok(&["cleanup", "-r"]).unwrap();
+    assert!(out.contains("Keeping pinned deployment"), "{out}");
+    assert_eq!(versions(&h.status_json().unwrap()), ["2.0", "1.0"]);
+    h.layerctl_ok(&["pin", "--unpin", "1"]).unwrap();
+    h.layerctl_ok(&["cleanup", "-r"]).unwrap();
+    assert_eq!(versions(&h.status_json().unwrap()), ["2.0"]);
+    let e = h.layerctl(&["pin", "7"]).unwrap();
+    assert!(stderr(&e).contains("no deployment at index 7"), "{}", stderr(&e));
+
+    // a locked staged deployment is not applied by a reboot
+    h.publish(&layerd_tests::fixture::OsSpec::new("3.0")).unwrap();
+    h.layerctl_ok(&["upgrade", "--lock-finalization"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["finalization-locked"], true, "{s}");
+    h.reboot().unwrap();
+    assert_eq!(versions(&h.status_json().unwrap())[0], "2.0", "the locked deployment was not applied");
+    // staged again, locked; finalize-deployment needs the right checksum, then reboots
+    h.layerctl_ok(&["upgrade", "--lock-finalization"]).unwrap();
+    let csum = h.status_json().unwrap()["deployments"][0]["checksum"].as_str().unwrap().to_string();
+    let e = h.layerctl(&["finalize-deployment", &"0".repeat(64)]).unwrap();
+    assert!(stderr(&e).contains("refusing to finalize something else"), "{}", stderr(&e));
+    h.layerctl_ok(&["finalize-deployment", &csum]).unwrap();
+    assert!(h.rundir().unwrap().join("reboot-requested").exists(), "the reboot command ran");
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["sh", "-c", ". /usr/lib/os-release; echo $VERSION_ID"]).unwrap().trim(), "3.0");
+}
