@@ -43,7 +43,12 @@ impl Registry {
                 dir.join("storage").display()
             ),
         )?;
-        let child = Command::new("docker-registry")
+        // Debian ships the registry as `docker-registry`, Fedora (docker-distribution) as `registry`
+        let program = ["docker-registry", "registry"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
+            .context("no container registry binary (docker-registry or registry) installed")?;
+        let child = Command::new(program)
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
