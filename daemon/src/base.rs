@@ -200,6 +200,10 @@ pub fn choose(
             }
             Ok(NewBase { commit, refspec: Some(refspec), image: None, override_commit: None })
         }
+        // `rebase CHECKSUM`: that commit, on the current ref (pinned), as `deploy CHECKSUM`
+        BaseChange::Rebase { refspec, revision: None } if is_checksum(refspec) => {
+            choose(txn, repo, origin, current, &BaseChange::Deploy { revision: refspec.clone() }, scratch)
+        }
         BaseChange::Rebase { refspec, revision: None } if crate::container::is_image_reference(refspec) => {
             let imgref = crate::container::parse(refspec)?;
             let commit = crate::container::import(txn, repo, &imgref, scratch)?;

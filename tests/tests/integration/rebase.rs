@@ -112,8 +112,11 @@ fn deploy_a_revision_by_version_or_checksum() {
     let csum = s["deployments"][0]["checksum"].as_str().unwrap().to_string();
     let origin = h.exec_ok(&["sh", "-c", &format!("cat /ostree/deploy/fixture/deploy/{csum}.*.origin")]).unwrap();
     assert!(!origin.contains("override-commit"), "{origin}");
-    // by checksum
+    // by checksum, with deploy or with rebase
     h.layerctl_ok(&["deploy", &two]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["checksum"], two);
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    h.layerctl_ok(&["rebase", &two]).unwrap();
     assert_eq!(h.status_json().unwrap()["deployments"][0]["checksum"], two);
 }
 
