@@ -73,12 +73,23 @@ pub fn resolve_refspec(arg: &str, current: Option<&str>) -> Result<String> {
     })
 }
 
+/// What a fetch brings: the whole tree, or the commit object only (enough for its version,
+/// timestamp and parent: history walks and `upgrade --check` do not download trees).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Tree,
+    CommitOnly,
+}
+
 /// Fetch `refspec` (its head, or `commit`) from its remote; returns the commit.
-fn fetch(txn: &Transaction, repo: &ostree::Repo, refspec: &str, commit: Option<&str>) -> Result<String> {
+fn fetch(txn: &Transaction, repo: &ostree::Repo, refspec: &str, commit: Option<&str>, depth: Depth) -> Result<String> {
     let (remote, branch) = split(refspec);
     if let Some(remote) = remote {
         let opts = glib::VariantDict::new(None);
         opts.insert_value("refs", &glib::ToVariant::to_variant(&vec![branch.to_string()]));
+        if depth == Depth::CommitOnly {
+            opts.insert_value("flags", &glib::ToVariant::to_variant(&(ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32)));
+        }
         if let Some(c) = commit {
             opts.insert_value("override-commit-ids", &glib::ToVariant::to_variant(&vec![c.to_string()]));
         }
@@ -115,19 +126,20 @@ pub fn describe(repo: &ostree::Repo, commit: &str) -> String {
 /// Find the commit of `refspec` (fetched) whose `version` is `version`, walking its history
 /// (fetching parents as needed).
 fn find_version(txn: &Transaction, repo: &ostree::Repo, refspec: &str, version: &str) -> Result<String> {
-    let mut cur = Some(fetch(txn, repo, refspec, None)?);
+    let mut cur = Some(fetch(txn, repo, refspec, None, Depth::CommitOnly)?);
     let mut seen = 0;
     while let Some(c) = cur {
         let (v, _, parent) = match version_and_time(repo, &c) {
             Ok(found) => found,
             Err(_) => {
                 // older history is fetched as it is walked
-                fetch(txn, repo, refspec, Some(&c))?;
+                fetch(txn, repo, refspec, Some(&c), Depth::CommitOnly)?;
                 version_and_time(repo, &c)?
             }
         };
         if v.as_deref() == Some(version) {
-            return Ok(c);
+            // the tree of the one commit deployed
+            return fetch(txn, repo, refspec, Some(&c), Depth::Tree);
         }
         seen += 1;
         if seen > 10_000 {
@@ -141,7 +153,7 @@ fn find_version(txn: &Transaction, repo: &ostree::Repo, refspec: &str, version: 
 /// The commit of `refspec` a revision names: a checksum, or a `version` (`version=` optional).
 fn fetch_revision(txn: &Transaction, repo: &ostree::Repo, refspec: &str, revision: &str) -> Result<String> {
     if is_checksum(revision) {
-        fetch(txn, repo, refspec, Some(revision))
+        fetch(txn, repo, refspec, Some(revision), Depth::Tree)
     } else {
         find_version(txn, repo, refspec, revision.strip_prefix("version=").unwrap_or(revision))
     }
@@ -155,6 +167,7 @@ pub fn choose(
     current: &str,
     change: &BaseChange,
     scratch: &std::path::Path,
+    check_only: bool,
 ) -> Result<NewBase> {
     let current_refspec = origin.base_refspec().map(str::to_string);
     let keep = NewBase {
@@ -169,9 +182,16 @@ pub fn choose(
         let commit = crate::container::import(txn, repo, &crate::container::parse(&pinned)?, scratch)?;
         return Ok(NewBase { commit, refspec: None, image: Some(pinned), override_commit: None });
     }
-    // an image base: upgrade re-imports the same reference (a new digest means a new base)
+    // an image base: upgrade re-imports the same reference when the registry has a new digest
+    // (the manifest is read first, so an unchanged image costs one request, signed or not)
     if let (Some(img), BaseChange::Upgrade { .. }) = (&origin.container_image_reference, change) {
-        let commit = crate::container::import(txn, repo, &crate::container::parse(img)?, scratch)?;
+        let imgref = crate::container::parse(img)?;
+        let deployed = crate::container::deployed_digest(repo, current);
+        let (digest, _) = crate::container::check(txn, repo, &imgref)?;
+        if deployed.as_deref() == Some(digest.as_str()) {
+            return Ok(keep);
+        }
+        let commit = crate::container::import(txn, repo, &imgref, scratch)?;
         return Ok(NewBase { commit, refspec: None, image: Some(img.clone()), override_commit: None });
     }
     let need_ref = || {
@@ -186,7 +206,7 @@ pub fn choose(
         BaseChange::Keep => Ok(keep),
         BaseChange::Upgrade { allow_downgrade } => {
             let refspec = need_ref()?;
-            let commit = fetch(txn, repo, &refspec, None)?;
+            let commit = fetch(txn, repo, &refspec, None, if check_only { Depth::CommitOnly } else { Depth::Tree })?;
             if commit != current && !allow_downgrade {
                 let (_, new_t, _) = version_and_time(repo, &commit)?;
                 let (_, cur_t, _) = version_and_time(repo, current)?;
@@ -202,7 +222,7 @@ pub fn choose(
         }
         // `rebase CHECKSUM`: that commit, on the current ref (pinned), as `deploy CHECKSUM`
         BaseChange::Rebase { refspec, revision: None } if is_checksum(refspec) => {
-            choose(txn, repo, origin, current, &BaseChange::Deploy { revision: refspec.clone() }, scratch)
+            choose(txn, repo, origin, current, &BaseChange::Deploy { revision: refspec.clone() }, scratch, check_only)
         }
         BaseChange::Rebase { refspec, revision: None } if crate::container::is_image_reference(refspec) => {
             let imgref = crate::container::parse(refspec)?;
@@ -214,7 +234,7 @@ pub fn choose(
             let refspec = resolve_refspec(refspec, cur)?;
             let commit = match revision.as_deref() {
                 Some(r) => fetch_revision(txn, repo, &refspec, r)?,
-                None => fetch(txn, repo, &refspec, None)?,
+                None => fetch(txn, repo, &refspec, None, Depth::Tree)?,
             };
             // a given revision is pinned, as `deploy` pins one
             let override_commit = revision.as_ref().map(|_| commit.clone());

@@ -100,6 +100,12 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
             txn.message(format!("Dropped {dropped} package{} no deployment uses from the package cache", if dropped == 1 { "" } else { "s" }));
             changed = true;
         }
+        // container images no remaining deployment names (their layers go with them)
+        let images = crate::container::prune_unused(&sysroot.repo(), &sysroot.deployments())?;
+        if images > 0 {
+            txn.message(format!("Dropped {images} stored image{} no deployment uses", if images == 1 { "" } else { "s" }));
+            changed = true;
+        }
     }
     if opts.base {
         txn.check_cancelled()?;

@@ -71,23 +71,86 @@ fn verified_copy(txn: &Transaction, imgref: &OstreeImageReference, scratch: &Pat
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(scratch).map_err(|e| Error::Failed(format!("creating {}: {e}", scratch.display())))?;
     txn.message(format!("Verifying {shown} against /etc/containers/policy.json"));
-    let out = std::process::Command::new("skopeo")
-        .arg("copy")
+    let log = scratch.join("verified-image.log");
+    let stderr = std::fs::File::create(&log).map_err(|e| Error::Failed(format!("creating {}: {e}", log.display())))?;
+    let mut cmd = std::process::Command::new("skopeo");
+    cmd.arg("copy");
+    if let Some(auth) = authfile() {
+        cmd.arg("--src-authfile").arg(auth);
+    }
+    let mut child = cmd
         .arg(imgref.imgref.to_string())
         .arg(format!("dir:{}", dest.display()))
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
         .map_err(|e| Error::Failed(format!("{shown}: running skopeo: {e}")))?;
-    if !out.status.success() {
+    // a cancel kills the copy and removes what it wrote
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if txn.is_cancelled() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(Error::Cancelled);
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => return Err(Error::Failed(format!("{shown}: waiting for skopeo: {e}"))),
+        }
+    };
+    if !status.success() {
         let _ = std::fs::remove_dir_all(&dest);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
         return Err(Error::InvalidArgument(format!(
             "{shown}: refused by the signature policy (or unreachable): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            text.trim()
         )));
     }
     Ok(OstreeImageReference {
         sigverify: SignatureSource::ContainerPolicyAllowInsecure,
         imgref: ImageReference { transport: Transport::Dir, name: dest.display().to_string() },
     })
+}
+
+/// Registry credentials as rpm-ostree and bootc read them: `/etc/ostree/auth.json`, else the
+/// runtime `/run/ostree/auth.json`.
+fn authfile() -> Option<&'static str> {
+    ["/etc/ostree/auth.json", "/run/ostree/auth.json"].into_iter().find(|p| Path::new(p).exists())
+}
+
+/// The manifest digest a base commit was imported from (`ostree.manifest-digest` of the merge
+/// commit, which layered commits carry over).
+pub fn deployed_digest(repo: &ostree::Repo, commit: &str) -> Option<String> {
+    let (c, _) = repo.load_commit(commit).ok()?;
+    crate::glib::VariantDict::new(Some(&c.child_value(0))).lookup::<String>("ostree.manifest-digest").ok().flatten()
+}
+
+/// Drop stored images (and then their layers) that no deployment's origin names: images are
+/// kept for the deployments using them (so an upgrade fetches only changed layers), not
+/// forever. The objects go with the next prune. Returns how many images were dropped.
+pub fn prune_unused(repo: &ostree::Repo, deployments: &[ostree::Deployment]) -> Result<u32> {
+    let used: std::collections::HashSet<String> = deployments
+        .iter()
+        .filter_map(|d| d.origin())
+        .filter_map(|o| o.string("origin", "container-image-reference").ok())
+        .filter_map(|r| OstreeImageReference::try_from(r.as_str()).ok())
+        .map(|r| r.imgref.to_string())
+        .collect();
+    let fail = |e: anyhow::Error| Error::Failed(format!("pruning stored images: {e:#}"));
+    let mut dropped = 0;
+    for name in ostree_ext::container::store::list_images(repo).map_err(fail)? {
+        if used.contains(&name) {
+            continue;
+        }
+        let Ok(img) = ImageReference::try_from(name.as_str()) else { continue };
+        if ostree_ext::container::store::remove_image(repo, &img).map_err(fail)? {
+            dropped += 1;
+        }
+    }
+    ostree_ext::container::store::gc_image_layers(repo).map_err(fail)?;
+    Ok(dropped)
 }
 
 /// Import `imgref` (fetching what is not there yet) and return its merge commit (which records
@@ -105,6 +168,9 @@ pub fn import(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImageRefere
     let result = import_unchecked(txn, repo, imgref, &shown);
     if matches!(imgref.imgref.transport, Transport::Dir) && imgref.imgref.name.starts_with(&*scratch.to_string_lossy()) {
         let _ = std::fs::remove_dir_all(&imgref.imgref.name);
+        // the verified copy's store ref names a scratch directory that is gone: drop it (the
+        // merge commit stays reachable through the deployment built on it)
+        let _ = ostree_ext::container::store::remove_image(repo, &imgref.imgref);
     }
     result
 }

@@ -18,10 +18,7 @@ pub(crate) fn new_origin(
     entries: &[String],
     requested: &[String],
 ) -> Result<glib::KeyFile> {
-    let new_origin = glib::KeyFile::new();
-    new_origin
-        .load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS)
-        .context("copying the origin")?;
+    let new_origin = copy_origin(origin_kf)?;
     let refspec = if base.image.is_some() { None } else { base.refspec.clone().or_else(|| origin.base_refspec().map(str::to_string)) };
     match &base.override_commit {
         Some(c) => new_origin.set_string("origin", "override-commit", c),
@@ -53,11 +50,25 @@ pub(crate) fn new_origin(
     Ok(new_origin)
 }
 
+/// A copy of a deployment's origin for a new deployment: what it asks for, without the
+/// per-deployment state libostree keeps there (`[libostree-transient]`, i.e. pinning), which a
+/// new deployment must not inherit. `override-commit` (a chosen revision) is kept.
+pub(crate) fn copy_origin(origin_kf: &glib::KeyFile) -> Result<glib::KeyFile> {
+    let copy = glib::KeyFile::new();
+    copy.load_from_data(&origin_kf.to_data(), glib::KeyFileFlags::KEEP_COMMENTS).context("copying the origin")?;
+    let revision = copy.string("origin", "override-commit").ok();
+    ostree::Deployment::origin_remove_transient_state(&copy);
+    if let Some(r) = revision {
+        copy.set_string("origin", "override-commit", &r);
+    }
+    Ok(copy)
+}
+
 /// The kernel arguments of a deployment's boot entry.
 pub(crate) fn kargs_of(d: &ostree::Deployment) -> Vec<String> {
     d.bootconfig()
         .and_then(|b| b.get("options"))
-        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .map(|o| crate::kargs::split_args(&o))
         .unwrap_or_default()
 }
 

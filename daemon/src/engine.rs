@@ -375,7 +375,10 @@ impl Engine {
         .unwrap_or_else(|e| Err(Error::Failed(format!("transaction panicked: {e}"))));
         // status first, so a client reading it after `Finished` sees the new state
         self.refresh().await;
-        if res.is_ok() && op.wants_reboot() {
+        // reboot only into a change: "No change." never reboots (finalize-deployment always
+        // does, that is its purpose)
+        let changed = matches!(res, Ok(true)) || (res.is_ok() && matches!(op, Operation::Finalize { .. }));
+        if changed && op.wants_reboot() {
             if let Err(e) = self.reboot(&txn) {
                 res = Err(e);
             }

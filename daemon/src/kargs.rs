@@ -94,6 +94,32 @@ fn check_arg(arg: &str) -> Result<()> {
     Ok(())
 }
 
+/// Split a command line into arguments the way the kernel does: at whitespace outside double
+/// quotes (`foo="a b"` is one argument).
+pub(crate) fn split_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
 /// Apply `edit` to `current`; the result, in order.
 pub fn apply(current: &[String], edit: &KargsEdit) -> Result<Vec<String>> {
     edit.validate()?;
@@ -111,9 +137,12 @@ pub fn apply(current: &[String], edit: &KargsEdit) -> Result<Vec<String>> {
             None if matching.len() > 1 => {
                 return Err(Error::InvalidArgument(format!("--replace {r}: {k} has several values; give KEY=OLD=NEW")));
             }
+            // the whole rest is the new value only when it cannot be OLD=NEW: it has no '='
+            // or the current value has one too (root=LABEL=root → root=LABEL=boot)
             None => match (matching.first(), rest.split_once('=')) {
-                (Some(&i), _) => (i, rest),
-                (None, Some((old, _))) => {
+                (Some(&i), None) => (i, rest),
+                (Some(&i), Some(_)) if args[i].split_once('=').is_some_and(|(_, v)| v.contains('=')) => (i, rest),
+                (_, Some((old, _))) => {
                     return Err(Error::InvalidArgument(format!("--replace {r}: no kernel argument {k}={old} to replace")));
                 }
                 (None, None) => return Err(Error::InvalidArgument(format!("--replace {r}: no kernel argument {k} to replace"))),
@@ -156,10 +185,9 @@ pub fn apply(current: &[String], edit: &KargsEdit) -> Result<Vec<String>> {
 /// The running kernel's arguments minus those that belong to one boot.
 fn proc_cmdline() -> Result<Vec<String>> {
     let text = std::fs::read_to_string("/proc/cmdline").map_err(|e| Error::Failed(format!("reading /proc/cmdline: {e}")))?;
-    Ok(text
-        .split_whitespace()
+    Ok(split_args(&text)
+        .into_iter()
         .filter(|a| !["ostree", "BOOT_IMAGE", "initrd"].contains(&key(a)))
-        .map(str::to_string)
         .collect())
 }
 
@@ -179,6 +207,8 @@ pub fn run(txn: &Transaction, path: &SysrootPath, edit: &KargsEdit) -> Result<bo
     let origin = source
         .origin()
         .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
+    // a copy without the source's per-deployment state (pinning), keeping what it deploys
+    let origin = crate::deploy::copy_origin(&origin)?;
     crate::deploy::stage(txn, &locked, source.osname().as_str(), source.csum().as_str(), &origin, &new)?;
     Ok(true)
 }
@@ -219,5 +249,16 @@ mod tests {
             assert!(err.contains(want), "{err} should say {want}");
         }
         assert!(apply(&cur, &KargsEdit { append: vec!["a=\"b c\"".into()], ..Default::default() }).is_ok());
+        // a single-valued key: KEY=OLD=NEW with a wrong OLD is an error, not a new value "OLD=NEW"
+        let one = v("foo=1 root=LABEL=root");
+        let err = apply(&one, &KargsEdit { replace: v("foo=2=3"), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("no kernel argument foo=2"), "{err}");
+        assert_eq!(apply(&one, &KargsEdit { replace: v("foo=1=3"), ..Default::default() }).unwrap(), v("foo=3 root=LABEL=root"));
+        assert_eq!(apply(&one, &KargsEdit { replace: v("foo=7"), ..Default::default() }).unwrap(), v("foo=7 root=LABEL=root"));
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        assert_eq!(split_args(" a=\"x y\"  b\tc=\"\" "), vec!["a=\"x y\"", "b", "c=\"\""]);
     }
 }

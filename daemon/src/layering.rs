@@ -125,6 +125,18 @@ impl LayerRequest {
         if self.opts.download_only && self.install.is_empty() && self.base == BaseChange::Keep {
             return Err(Error::InvalidArgument("--download-only applies to repository packages; name some".into()));
         }
+        let o = &self.opts;
+        for (set, flag) in [
+            (o.check, "--check"),
+            (o.preview, "--preview"),
+            (o.download_only, "--download-only"),
+            (o.lock_finalization, "--lock-finalization"),
+            (o.dry_run, "--dry-run"),
+        ] {
+            if set && o.reboot {
+                return Err(Error::InvalidArgument(format!("--reboot cannot be combined with {flag}: nothing would be applied by it")));
+            }
+        }
         let mut seen = HashSet::new();
         for i in &self.install_local {
             if !seen.insert(i.rpm.name.clone()) {
@@ -196,6 +208,9 @@ fn commit_meta_str(repo: &ostree::Repo, csum: &str, key: &str) -> Option<String>
 pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: &resolve::Settings) -> Result<bool> {
     let locked = path.lock_for(txn)?;
     let sysroot = &locked.sysroot;
+    if req.opts.lock_finalization && !sysroot.is_booted() {
+        return Err(Error::InvalidState("--lock-finalization needs a booted system (offline deployments are not staged)".into()));
+    }
     let repo = sysroot.repo();
     let source = origin_source(&locked)?;
     let osname = source.osname().to_string();
@@ -211,7 +226,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     {
         return check_image(txn, &repo, img, &current_base, req.opts.preview);
     }
-    let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base, &scratch.0)?;
+    // `--check` reads commit objects only; `--preview` needs the trees to compare packages
+    let check_only = req.opts.check && !req.opts.preview;
+    let new_base = base::choose(txn, &repo, &origin, &current_base, &req.base, &scratch.0, check_only)?;
     let base = new_base.commit.clone();
     if base != current_base {
         txn.message(format!("New base: {}", base::describe(&repo, &base)));
@@ -467,13 +484,16 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     })?;
 
     let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested)?;
-    let mut res = deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source));
-    if res.is_ok() && req.opts.lock_finalization {
-        res = if locked.sysroot.is_booted() {
-            crate::finalize::lock_staged().inspect(|_| txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`"))
-        } else {
-            Err(Error::InvalidState("--lock-finalization needs a booted system (offline deployments are not staged)".into()))
-        };
+    // the lock exists before the deployment is staged, so no shutdown in between finalizes it
+    let created_lock = req.opts.lock_finalization && !std::path::Path::new(crate::finalize::LOCK).exists();
+    let res = if req.opts.lock_finalization { crate::finalize::lock_staged() } else { Ok(()) }
+        .and_then(|()| deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source)));
+    match &res {
+        Ok(()) if req.opts.lock_finalization => txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`"),
+        Err(_) if created_lock => {
+            let _ = std::fs::remove_file(crate::finalize::LOCK);
+        }
+        _ => {}
     }
     pkgcache::prune_unused(&locked, Some(&active));
     res?;

@@ -95,4 +95,21 @@ fn pinning_and_locked_finalization() {
     assert!(h.rundir().unwrap().join("reboot-requested").exists(), "the reboot command ran");
     h.reboot().unwrap();
     assert_eq!(h.exec_ok(&["sh", "-c", ". /usr/lib/os-release; echo $VERSION_ID"]).unwrap().trim(), "3.0");
+
+    // pinning belongs to a deployment: a new deployment made from a pinned one is not pinned
+    h.layerctl_ok(&["pin", "0"]).unwrap();
+    let flag = h.rundir().unwrap().join("reboot-requested");
+    let _ = std::fs::remove_file(&flag);
+    h.layerctl_ok(&["kargs", "--append", "pinned=test", "--reboot"]).unwrap();
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["pinned"], false, "{s}");
+    assert_eq!(s["deployments"][1]["pinned"], true, "{s}");
+    assert!(flag.exists(), "--reboot after a change reboots");
+    // --reboot reboots into a change only, and never with a flag that applies nothing
+    std::fs::remove_file(&flag).unwrap();
+    let out = h.layerctl_ok(&["kargs", "--append-if-missing", "pinned=test", "--reboot"]).unwrap();
+    assert!(out.contains("No change"), "{out}");
+    assert!(!flag.exists(), "no change, no reboot");
+    let e = h.layerctl(&["upgrade", "--check", "--reboot"]).unwrap();
+    assert!(stderr(&e).contains("--reboot cannot be combined with --check"), "{}", stderr(&e));
 }

@@ -196,6 +196,14 @@ fn images_from_a_registry_upgrade_by_digest_and_clear_errors() {
     assert!(s["deployments"][0]["container-image-reference"].as_str().unwrap().ends_with(&format!("fixture/os@{first_digest}")));
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "8.0");
+    // stored images live as long as a deployment names them: cleanup drops the tag's image
+    let images = |h: &VirtualHost| {
+        h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs", "ostree/container/image"]).unwrap().lines().count()
+    };
+    assert_eq!(images(&h), 2, "the tag's and the digest's image");
+    let out = h.layerctl_ok(&["cleanup", "-r"]).unwrap();
+    assert!(out.contains("Dropped 1 stored image"), "{out}");
+    assert_eq!(images(&h), 1);
     // errors name the problem and change nothing
     let before = h.ostree_admin_status().unwrap();
     let e = h.layerctl(&["rebase", &format!("ostree-unverified-registry:{}/fixture/os:nope", registry.host())]).unwrap();
@@ -257,6 +265,12 @@ fn signed_image_references_follow_the_container_policy() {
     let out = h.layerctl_ok(&["rebase", &signed]).unwrap();
     assert!(out.contains("Verifying") && out.contains("policy.json"), "{out}");
     assert_eq!(h.status_json().unwrap()["deployments"][0]["container-image-reference"], signed.as_str());
+    // the verified copy leaves no store entry behind, and an unchanged image is not fetched again
+    let refs = h.exec_ok(&["ostree", "--repo=/sysroot/ostree/repo", "refs"]).unwrap();
+    assert!(!refs.contains("ostree/container/image"), "{refs}");
+    let same = h.layerctl(&["upgrade", "--unchanged-exit-77"]).unwrap();
+    assert_eq!(same.status.code(), Some(77), "{}{}", stdout(&same), stderr(&same));
+    assert!(!stdout(&same).contains("Verifying"), "{}", stdout(&same));
 }
 
 #[test]
