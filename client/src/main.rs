@@ -103,6 +103,59 @@ struct LayerOpts {
 }
 
 #[derive(Subcommand, Debug)]
+enum OverrideCmd {
+    /// Remove base packages from the new deployment (refused while other packages need them).
+    Remove {
+        /// Base package names.
+        #[arg(required = true)]
+        packages: Vec<String>,
+        /// Install these (repository names or RPM files) in the same transaction, e.g.
+        /// `override remove kernel kernel-core … --install kernel-rt-core …`.
+        #[arg(long = "install", value_name = "PKG")]
+        install: Vec<String>,
+        #[command(flatten)]
+        layer: LayerOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Replace base packages with local RPMs of the same name (e.g. a hotfixed kernel).
+    Replace {
+        /// RPM files.
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[command(flatten)]
+        layer: LayerOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+    /// Undo overrides: the base's own package comes back.
+    Reset {
+        /// Names (or NEVRAs) of overridden packages.
+        packages: Vec<String>,
+        /// Undo every override.
+        #[arg(long)]
+        all: bool,
+        /// Uninstall these layered packages in the same transaction (e.g. kernel-rt back to
+        /// the base kernel).
+        #[arg(long = "uninstall", value_name = "PKG")]
+        uninstall: Vec<String>,
+        #[command(flatten)]
+        layer: LayerOpts,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
+}
+
+/// Override parts of an UpdateDeployment call.
+#[derive(Default)]
+struct OverrideArgs<'a> {
+    remove: &'a [String],
+    replace: &'a [String],
+    reset: &'a [String],
+    reset_all: bool,
+}
+
+#[derive(Subcommand, Debug)]
 enum Cmd {
     /// Show deployments and the running transaction.
     Status {
@@ -224,6 +277,11 @@ enum Cmd {
         #[command(flatten)]
         change: ChangeOpts,
     },
+    /// Change base packages: remove them, replace them with local RPMs, or undo that.
+    Override {
+        #[command(subcommand)]
+        cmd: OverrideCmd,
+    },
     /// Pin the deployment at INDEX (boot order, as status lists them) so cleanup keeps it.
     Pin {
         index: u32,
@@ -304,13 +362,33 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::Install { packages, layer, change } => {
-            update(&conn, opts, &packages, &[], false, &layer, &change).await
+            update(&conn, opts, &packages, &[], false, OverrideArgs::default(), &layer, &change).await
         }
+        Cmd::Override { cmd } => match cmd {
+            OverrideCmd::Remove { packages, install, layer, change } => {
+                let o = OverrideArgs { remove: &packages, ..Default::default() };
+                update(&conn, opts, &install, &[], false, o, &layer, &change).await
+            }
+            OverrideCmd::Replace { packages, layer, change } => {
+                if let Some(p) = packages.iter().find(|p| !p.ends_with(".rpm")) {
+                    anyhow::bail!("{p}: override replace takes RPM files (ending in .rpm)");
+                }
+                let o = OverrideArgs { replace: &packages, ..Default::default() };
+                update(&conn, opts, &[], &[], false, o, &layer, &change).await
+            }
+            OverrideCmd::Reset { packages, all, uninstall, layer, change } => {
+                if packages.is_empty() && !all {
+                    anyhow::bail!("name the packages whose override to reset, or pass --all");
+                }
+                let o = OverrideArgs { reset: &packages, reset_all: all, ..Default::default() };
+                update(&conn, opts, &[], &uninstall, false, o, &layer, &change).await
+            }
+        },
         Cmd::Uninstall { packages, all, install, layer, change } => {
             if packages.is_empty() && !all {
                 anyhow::bail!("name the packages to uninstall, or pass --all");
             }
-            update(&conn, opts, &install, &packages, all, &layer, &change).await
+            update(&conn, opts, &install, &packages, all, OverrideArgs::default(), &layer, &change).await
         }
         Cmd::Upgrade { allow_downgrade, base, change } => {
             base.apply(&mut opts);
@@ -398,6 +476,7 @@ async fn update(
     install: &[String],
     uninstall: &[String],
     all: bool,
+    overrides: OverrideArgs<'_>,
     layer: &LayerOpts,
     change: &ChangeOpts,
 ) -> anyhow::Result<u8> {
@@ -421,7 +500,30 @@ async fn update(
         files.push(std::os::fd::OwnedFd::from(f));
         labels.push(p.clone());
     }
+    // replacements travel with the local packages; their indexes mark them
+    let mut replace_idx: Vec<u32> = Vec::new();
+    for p in overrides.replace {
+        let f = std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+        if f.metadata().map(|m| !m.is_file()).unwrap_or(true) {
+            anyhow::bail!("{p}: not a regular file");
+        }
+        replace_idx.push(files.len() as u32);
+        files.push(std::os::fd::OwnedFd::from(f));
+        labels.push(p.clone());
+    }
     let mut modifiers: HashMap<&str, Value<'_>> = HashMap::new();
+    if !replace_idx.is_empty() {
+        modifiers.insert("override-replace-local", Value::from(replace_idx));
+    }
+    if !overrides.remove.is_empty() {
+        modifiers.insert("override-remove", Value::from(overrides.remove.to_vec()));
+    }
+    if !overrides.reset.is_empty() {
+        modifiers.insert("override-reset", Value::from(overrides.reset.to_vec()));
+    }
+    if overrides.reset_all {
+        modifiers.insert("override-reset-all", Value::from(true));
+    }
     if !labels.is_empty() {
         modifiers.insert("install-local-labels", Value::from(labels));
     }

@@ -108,10 +108,23 @@ pub fn render(deployments: &[Deployment], txns: &[TransactionInfo], last: &LastT
             field("Unlocked", &d.unlocked);
         }
         if !d.requested_base_removals.is_empty() {
-            field("RemovedBasePackages", &d.requested_base_removals.join(" "));
+            // what is removed, then requests this base makes pointless
+            let mut shown = d.base_removals.clone();
+            for name in &d.requested_base_removals {
+                if !d.base_removals.iter().any(|n| name_of(n) == name) {
+                    shown.push(format!("{name} (inactive)"));
+                }
+            }
+            field("RemovedBasePackages", &shown.join(" "));
         }
         if !d.requested_base_local_replacements.is_empty() {
-            field("ReplacedBasePackages", &d.requested_base_local_replacements.join(" "));
+            let mut shown: Vec<String> = d.base_local_replacements.iter().map(|(new, old)| format!("{old} -> {new}")).collect();
+            for nevra in &d.requested_base_local_replacements {
+                if !d.base_local_replacements.iter().any(|(n, _)| n == nevra) {
+                    shown.push(format!("{nevra} (inactive)"));
+                }
+            }
+            field("ReplacedBasePackages", &shown.join(", "));
         }
         if !d.requested_packages.is_empty() {
             field("LayeredPackages", &d.requested_packages.join(" "));
@@ -163,4 +176,12 @@ mod tests {
         assert!(s.contains("Pinned: yes"));
         assert!(s.contains("Version: 2.0 (1970-01-01T00:00:00Z)"));
     }
+}
+
+/// `name` of a `name-[epoch:]version-release.arch` string.
+fn name_of(nevra: &str) -> &str {
+    let mut it = nevra.rsplitn(3, '-');
+    let _release_arch = it.next();
+    let _version = it.next();
+    it.next().unwrap_or(nevra)
 }

@@ -191,3 +191,23 @@ pub fn apply_owners(repo: &ostree::Repo, tree: &ostree::MutableTree, pkgs: &[Cac
     }
     Ok(())
 }
+
+/// Take removed base packages' paths (from [`crate::rpmdb::Rpmdb::owned_only_by`]: files, then
+/// directories deepest first) out of `tree`. Directories go only when nothing is left in them
+/// (a directory may hold files the rpmdb does not know, e.g. generated ones).
+pub fn remove_paths(tree: &ostree::MutableTree, paths: &[String]) -> Result<usize> {
+    let mut removed = 0;
+    for p in paths {
+        let parts = crate::mtree::components(p);
+        let Some((name, dirs)) = parts.split_last() else { continue };
+        let crate::mtree::Entry::Dir(parent) = crate::mtree::lookup(tree, &dirs.join("/"))? else { continue };
+        match crate::mtree::child(&parent, name)? {
+            (Some(_), _) => {}
+            (None, Some(d)) if d.copy_files().is_empty() && d.copy_subdirs().is_empty() => {}
+            _ => continue,
+        }
+        parent.remove(name, true).with_context(|| format!("removing {p} from the new tree"))?;
+        removed += 1;
+    }
+    Ok(removed)
+}

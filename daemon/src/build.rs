@@ -96,7 +96,9 @@ pub(crate) fn prior_build(
     active: &[String],
     req: &LayerRequest,
 ) -> Option<Vec<String>> {
-    if req.base != crate::base::BaseChange::Keep || base != current_base || !origin.is_layered() || req.opts.force_replacefiles {
+    // overrides take files out of the base: always built from the base
+    let overrides = !origin.override_remove.is_empty() || !origin.override_replace_local.is_empty() || !req.overrides.is_empty();
+    if req.base != crate::base::BaseChange::Keep || base != current_base || !origin.is_layered() || req.opts.force_replacefiles || overrides {
         return None;
     }
     let csum = source.csum().to_string();
@@ -127,11 +129,29 @@ pub(crate) struct BuildPlan<'a> {
     pub local: &'a [String],
     /// Repository requests (for the metadata).
     pub requested: &'a [String],
+    /// NEVRAs of base packages taken out of the tree: `override remove`d ones and the ones
+    /// local replacements stand in for.
+    pub remove: &'a [String],
+    /// The removed ones (for the metadata).
+    pub removals: &'a [String],
+    /// `(new, old)` NEVRAs of base packages replaced by local RPMs (the new ones are in
+    /// `active`; for the metadata).
+    pub replacements: &'a [(String, String)],
 }
 
 /// Build the layered commit (inside an open repository transaction).
 pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::MutableTree, db: rpmdb::Rpmdb, plan: &BuildPlan<'_>, scratch: &Path) -> Result<String> {
-    let BuildPlan { base, active, prior, inputs, digest, opts, local, requested } = *plan;
+    let BuildPlan { base, active, prior, inputs, digest, opts, local, requested, remove, removals, replacements } = *plan;
+    // base packages out first: their files and their rpmdb entries
+    let mut kernel_touched = false;
+    if !remove.is_empty() {
+        txn.task("Removing base packages", || -> Result<()> {
+            let paths = db.owned_only_by(remove)?;
+            kernel_touched |= paths.iter().any(|p| p.starts_with("usr/lib/modules/"));
+            assemble::remove_paths(tree, &paths)?;
+            db.erase(remove)
+        })?;
+    }
     // packages already in the starting tree first, then the ones to add
     let mut order: Vec<&String> = active.iter().filter(|e| prior.contains(e)).collect();
     order.extend(active.iter().filter(|e| !prior.contains(e)));
@@ -163,6 +183,10 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     txn.check_cancelled()?;
     txn.task("Assembling the new tree", || assemble::overlay(repo, tree, &pkgs, first_new, opts.force_replacefiles))?;
     let added = &pkgs[first_new..];
+    for p in added {
+        let t = ostree::MutableTree::from_commit(repo, &p.commit).with_context(|| format!("opening the cached tree of {}", p.nevra))?;
+        kernel_touched |= matches!(mtree::lookup(&t, "usr/lib/modules")?, mtree::Entry::Dir(_));
+    }
     let triggers = db.file_triggers()?;
     let scripts = scripts::collect(added, tree, &triggers)?;
     if !scripts.is_empty() {
@@ -171,6 +195,9 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
         scripts::run(txn, repo, tree, &tmp, &scripts, &scratch.join("scripts"))?;
     }
     txn.check_cancelled()?;
+    if kernel_touched {
+        crate::kernel::ensure_initramfs(txn, repo, tree, base, &scratch.join("initramfs"))?;
+    }
     assemble::apply_owners(repo, tree, added, txn.cancellable())?;
     txn.task("Writing the rpmdb", || -> Result<()> {
         db.add(added, scratch)?;
@@ -181,7 +208,12 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     let base_meta = glib::VariantDict::new(Some(&base_c.child_value(0)));
     let mut meta: Vec<(&str, glib::Variant)> = vec![
         ("layerd.base-commit", base.to_variant()),
-        ("layerd.packages", pkgs.iter().map(|p| p.nevra.clone()).collect::<Vec<_>>().to_variant()),
+        (
+            "layerd.packages",
+            pkgs.iter().filter(|p| !replacements.iter().any(|(n, _)| *n == p.nevra)).map(|p| p.nevra.clone()).collect::<Vec<_>>().to_variant(),
+        ),
+        ("layerd.base-removals", removals.to_vec().to_variant()),
+        ("layerd.base-replacements", replacements.to_vec().to_variant()),
         ("layerd.requested-local", local.to_vec().to_variant()),
         ("layerd.requested", requested.to_vec().to_variant()),
         ("layerd.layered", active.to_vec().to_variant()),
@@ -192,7 +224,8 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     if let Ok(Some(v)) = base_meta.lookup::<String>("version") {
         meta.push(("version", v.to_variant()));
     }
-    let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
+    let mut names: Vec<String> = pkgs.iter().map(|p| p.name.clone()).collect();
+    names.extend(removals.iter().map(|r| format!("-{r}")));
     txn.task("Writing the commit", || {
         mtree::commit(repo, tree, Some(base), &format!("layerd: {}", names.join(", ")), &mtree::vardict(&meta), txn.cancellable())
     })

@@ -103,6 +103,26 @@ impl Options {
         }
     }
 
+    fn u32s(&mut self, key: &str) -> Result<Vec<u32>, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(Vec::new()),
+            Some(v) => match &*v {
+                Value::Array(a) if a.element_signature() == "u" => Ok(a
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::U32(n) => Some(*n),
+                        _ => None,
+                    })
+                    .collect()),
+                other => Err(ApiError::InvalidArgument(format!(
+                    "option '{key}' of {} must be an array of indexes (au), not '{}'",
+                    self.method,
+                    other.value_signature()
+                ))),
+            },
+        }
+    }
+
     /// Refuse leftovers: a misspelt option must not be silently ignored.
     fn finish(self) -> Result<(), ApiError> {
         let mut unknown: Vec<&String> = self.map.keys().collect();
@@ -218,6 +238,10 @@ impl Layerd1 {
         let uninstall = m.strings("uninstall-packages")?;
         let uninstall_all = m.bool("uninstall-all")?;
         let repo_pkgs = m.strings("install-packages")?;
+        let override_remove = m.strings("override-remove")?;
+        let override_reset = m.strings("override-reset")?;
+        let override_reset_all = m.bool("override-reset-all")?;
+        let replace_idx = m.u32s("override-replace-local")?;
         m.finish()?;
         let mut o = Options::new("UpdateDeployment", options);
         let opts = LayerOptions {
@@ -256,7 +280,25 @@ impl Layerd1 {
         })
         .await
         .map_err(|e| ApiError::Failed(format!("reading the packages: {e}")))??;
-        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, base: BaseChange::Keep, opts };
+        for &i in &replace_idx {
+            if i as usize >= install_local.len() {
+                return Err(ApiError::InvalidArgument(format!(
+                    "override-replace-local: index {i} is beyond the {} local packages passed",
+                    install_local.len()
+                )));
+            }
+        }
+        // the local packages named by index replace base packages; the others are layered
+        let (replace_local, install_local): (Vec<_>, Vec<_>) =
+            install_local.into_iter().enumerate().partition(|(i, _)| replace_idx.contains(&(*i as u32)));
+        let overrides = crate::overrides::OverrideChange {
+            remove: override_remove,
+            replace_local: replace_local.into_iter().map(|(_, p)| p).collect(),
+            reset: override_reset,
+            reset_all: override_reset_all,
+        };
+        let install_local = install_local.into_iter().map(|(_, p)| p).collect();
+        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, base: BaseChange::Keep, overrides, opts };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }

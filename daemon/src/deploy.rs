@@ -17,6 +17,7 @@ pub(crate) fn new_origin(
     base: &NewBase,
     entries: &[String],
     requested: &[String],
+    overrides: &crate::overrides::Requested,
 ) -> Result<glib::KeyFile> {
     let new_origin = copy_origin(origin_kf)?;
     let refspec = if base.image.is_some() { None } else { base.refspec.clone().or_else(|| origin.base_refspec().map(str::to_string)) };
@@ -28,7 +29,7 @@ pub(crate) fn new_origin(
     }
     // the base: an image reference, or an ostree refspec (`refspec=` plain, `baserefspec=`
     // with local changes, as rpm-ostree writes them)
-    let layered = !(entries.is_empty() && requested.is_empty());
+    let layered = !(entries.is_empty() && requested.is_empty() && overrides.is_empty());
     for k in ["refspec", "baserefspec", "container-image-reference"] {
         let _ = new_origin.remove_key("origin", k);
     }
@@ -44,8 +45,17 @@ pub(crate) fn new_origin(
             new_origin.set_value("packages", key, &keyfile_list(list));
         }
     }
-    if new_origin.keys("packages").map(|k| k.is_empty()).unwrap_or(false) {
-        let _ = new_origin.remove_group("packages");
+    for (key, list) in [("remove", &overrides.remove), ("replace-local", &overrides.replace_local)] {
+        if list.is_empty() {
+            let _ = new_origin.remove_key("overrides", key);
+        } else {
+            new_origin.set_value("overrides", key, &keyfile_list(list));
+        }
+    }
+    for group in ["packages", "overrides"] {
+        if new_origin.keys(group).map(|k| k.is_empty()).unwrap_or(false) {
+            let _ = new_origin.remove_group(group);
+        }
     }
     Ok(new_origin)
 }

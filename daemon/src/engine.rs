@@ -383,35 +383,54 @@ impl Engine {
                 res = Err(e);
             }
         }
-        txn.finish(res.as_ref().map(|c| *c));
+        // the journal first: the next transaction's begin must not be undone by this end
         if journaled {
-            let r = txn.result().unwrap_or_default();
-            self.journal.end(&txn.id, &txn.title, &txn.caller.describe(), txn.state().as_str(), &r.error_message);
+            let (state, message) = match &res {
+                Ok(_) => (TxnState::Succeeded, String::new()),
+                Err(e) => {
+                    let api: layerd_interfaces::Error = e.into();
+                    (if matches!(e, Error::Cancelled) { TxnState::Cancelled } else { TxnState::Failed }, api.message())
+                }
+            };
+            self.journal.end(&txn.id, &txn.title, &txn.caller.describe(), state.as_str(), &message);
         } else if let Operation::Recover { interrupted } = &op {
             if res.is_ok() {
                 self.journal.record_interrupted(interrupted);
             }
         }
         self.touch();
-        self.run_next();
+        // finishing and freeing the writer slot happen under one lock: a client that saw
+        // `Finished` and asks for the next change never finds this transaction still running
+        let next = {
+            let mut w = self.writer();
+            txn.finish(res.as_ref().map(|c| *c));
+            Self::take_next(&mut w)
+        };
+        self.start_next(next);
+    }
+
+    /// The next queued transaction, made the running one (the caller holds the writer lock).
+    fn take_next(w: &mut Writer) -> Option<Arc<Transaction>> {
+        w.running = None;
+        loop {
+            match w.queue.pop_front() {
+                Some(t) if t.state() == TxnState::Queued && !t.is_cancelled() && t.set_state(TxnState::Running) => {
+                    w.running = Some(t.clone());
+                    break Some(t);
+                }
+                Some(_) => continue,
+                None => break None,
+            }
+        }
     }
 
     /// Hand the writer slot to the next queued transaction, if any.
     fn run_next(self: &Arc<Self>) {
-        let next = {
-            let mut w = self.writer();
-            w.running = None;
-            loop {
-                match w.queue.pop_front() {
-                    Some(t) if t.state() == TxnState::Queued && !t.is_cancelled() && t.set_state(TxnState::Running) => {
-                        w.running = Some(t.clone());
-                        break Some(t);
-                    }
-                    Some(_) => continue,
-                    None => break None,
-                }
-            }
-        };
+        let next = Self::take_next(&mut self.writer());
+        self.start_next(next);
+    }
+
+    fn start_next(self: &Arc<Self>, next: Option<Arc<Transaction>>) {
         self.txn_changes.send_modify(|n| *n += 1);
         if let Some(t) = next {
             let op = self.txns().get(&t.id).map(|(_, op)| op.clone());

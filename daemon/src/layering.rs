@@ -24,6 +24,7 @@ use crate::rpmfile::LocalRpm;
 use crate::sysroot::{deployment_id, LockedSysroot, SysrootPath};
 use crate::txn::Transaction;
 use crate::base::{self, BaseChange};
+use crate::overrides::{self, OverrideChange};
 use crate::{build, deploy, glib, mtree, ostree, resolve, rpmdb};
 
 /// Options of a layering request.
@@ -77,6 +78,8 @@ pub struct LayerRequest {
     pub uninstall_all: bool,
     /// Build on another base: `upgrade`, `rebase`, `deploy`. Layered packages are carried over.
     pub base: BaseChange,
+    /// Base package overrides to add or reset.
+    pub overrides: OverrideChange,
     pub opts: LayerOptions,
 }
 
@@ -96,6 +99,7 @@ impl LayerRequest {
         if self.opts.preview {
             parts.push("--preview".into());
         }
+        parts.extend(self.overrides.title());
         if self.uninstall_all {
             parts.push("uninstall --all".to_string());
         }
@@ -114,8 +118,19 @@ impl LayerRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.install_local.is_empty() && self.install.is_empty() && self.uninstall.is_empty() && !self.uninstall_all && self.base == BaseChange::Keep {
+        if self.install_local.is_empty()
+            && self.install.is_empty()
+            && self.uninstall.is_empty()
+            && !self.uninstall_all
+            && self.base == BaseChange::Keep
+            && self.overrides.is_empty()
+        {
             return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
+        }
+        for n in self.overrides.remove.iter().chain(&self.overrides.reset) {
+            if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
+                return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
+            }
         }
         for n in &self.install {
             if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
@@ -138,7 +153,7 @@ impl LayerRequest {
             }
         }
         let mut seen = HashSet::new();
-        for i in &self.install_local {
+        for i in self.install_local.iter().chain(&self.overrides.replace_local) {
             if !seen.insert(i.rpm.name.clone()) {
                 return Err(Error::InvalidArgument(format!(
                     "{}: package {} is given twice in this request",
@@ -244,10 +259,19 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     // The base's packages (for "already provided by the base" and the rpmdb).
     let base_tree = ostree::MutableTree::from_commit(&repo, &base).with_context(|| format!("opening base commit {base}"))?;
     let db = rpmdb::checkout(&repo, &base_tree, &base, &scratch.0, txn.cancellable())?;
-    // the base's package names, read only when local packages need them
+    // the base's package names, read only when local packages or overrides need them
+    let current_ovr = overrides::Requested { remove: origin.override_remove.clone(), replace_local: origin.override_replace_local.clone() };
     let base_pkgs: Vec<(String, String)> =
-        if origin.requested_local.is_empty() && req.install_local.is_empty() { Vec::new() } else { db.packages()? };
+        if origin.requested_local.is_empty() && req.install_local.is_empty() && current_ovr.is_empty() && req.overrides.is_empty() {
+            Vec::new()
+        } else {
+            db.packages()?
+        };
     let in_base = |name: &str| base_pkgs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    // base package overrides: the new deployment's, and what they do on this base
+    let new_ovr = overrides::plan(&current_ovr, &req.overrides, &base_pkgs, req.opts.idempotent)?;
+    let ovr = overrides::active(&new_ovr, &base_pkgs);
+    let erase: Vec<String> = ovr.removals.iter().map(|(n, _)| n.clone()).collect();
 
     // The new sets of requested packages: local entries (`<sha256>:<nevra>`) and repository
     // requests (names).
@@ -345,8 +369,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
                 None => to_solve.push(n.clone()),
             }
         }
-        if !to_solve.is_empty() {
-            picks = txn.task("Resolving dependencies", || r.solve(&to_solve, s.weak_deps))?;
+        if !to_solve.is_empty() || !erase.is_empty() {
+            let opts = crate::solve::SolveOptions { weak_deps: s.weak_deps, erase: erase.clone() };
+            picks = txn.task("Resolving dependencies", || r.solve_with(&to_solve, opts))?;
         }
         for p in &picks {
             match &p.checksum {
@@ -358,11 +383,27 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         resolver = Some(r);
     }
 
+    if resolver.is_none() && !erase.is_empty() {
+        // removals alone: no repositories needed to know what needs the removed packages
+        txn.task("Checking dependencies", || resolve::check_removals(db.root(), &erase))?;
+    }
+
     let local_active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
-    let mut active = local_active.clone();
-    active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
-    let digest = build::input_digest(&base, &active, req.opts.force_replacefiles);
-    let same_set = {
+    let replacement_entries: Vec<String> = ovr.replacements.iter().map(|(e, _)| e.clone()).collect();
+    let with_replacements = |mut v: Vec<String>, repo_entries: &[String]| {
+        v.extend(repo_entries.iter().filter(|e| !v.contains(e)).cloned().collect::<Vec<_>>());
+        v.extend(replacement_entries.iter().cloned());
+        v
+    };
+    let mut active = with_replacements(local_active.clone(), &repo_entries);
+    // the digest sees removals too (replacements are entries of `active`)
+    let digest_of = |active: &[String]| {
+        let mut inputs = active.to_vec();
+        inputs.extend(ovr.removals.iter().map(|(_, n)| format!("remove:{n}")));
+        build::input_digest(&base, &inputs, req.opts.force_replacefiles)
+    };
+    let digest = digest_of(&active);
+    let same_set = new_ovr == current_ovr && {
         let a: BTreeSet<&String> = entries.iter().collect();
         let b: BTreeSet<&String> = origin.requested_local.iter().collect();
         let c: BTreeSet<&String> = requested.iter().collect();
@@ -376,7 +417,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         && new_base.image == origin.container_image_reference
         && new_base.override_commit == origin.override_commit
         && !req.opts.download_only
-        && if entries.is_empty() && requested.is_empty() {
+        && if entries.is_empty() && requested.is_empty() && new_ovr.is_empty() {
             !origin.is_layered() || origin.container_image_reference.is_some() && origin.requested_local.is_empty() && origin.requested_packages.is_empty()
         } else {
             // a deployment another tool built from the same request counts as built
@@ -409,6 +450,25 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     for n in &inactive {
         txn.message(format!("Inactive (provided by the base): {n}"));
     }
+    for (_, nevra) in &ovr.removals {
+        if !origin.override_remove.iter().any(|n| *n == name_of_nevra(nevra)) {
+            txn.message(format!("Removing base package: {nevra}"));
+        }
+    }
+    for (e, old) in &ovr.replacements {
+        if !origin.override_replace_local.contains(e) {
+            txn.message(format!("Replacing base package: {old} -> {}", entry_nevra(e)));
+        }
+    }
+    for n in &ovr.inactive {
+        txn.message(format!("Inactive override: {n}"));
+    }
+    for r in current_ovr.remove.iter().filter(|r| !new_ovr.remove.contains(r)) {
+        txn.message(format!("Restoring base package: {r}"));
+    }
+    for e in current_ovr.replace_local.iter().filter(|e| !new_ovr.replace_local.contains(e)) {
+        txn.message(format!("Dropping replacement: {}", entry_nevra(e)));
+    }
     if req.opts.dry_run {
         txn.message("Dry run: nothing changed");
         return Ok(false);
@@ -429,8 +489,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
                 }
             }
         }
-        active = local_active.clone();
-        active.extend(repo_entries.iter().filter(|e| !active.contains(e)).cloned().collect::<Vec<_>>());
+        active = with_replacements(local_active.clone(), &repo_entries);
     }
     if req.opts.download_only {
         build::in_repo_transaction(txn, &repo, || {
@@ -447,7 +506,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         ));
         return Ok(false);
     }
-    let digest = build::input_digest(&base, &active, req.opts.force_replacefiles);
+    let digest = digest_of(&active);
 
     // Build: on the source's own layered commit when the request only adds packages to it,
     // else on the base.
@@ -462,11 +521,15 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         }
         None => (base_tree, db, Vec::new()),
     };
-    let commit = if entries.is_empty() && requested.is_empty() {
+    let commit = if entries.is_empty() && requested.is_empty() && ovr.is_empty() {
         base.clone()
     } else {
         let mut inputs: Vec<&LocalInput> = req.install_local.iter().collect();
+        inputs.extend(req.overrides.replace_local.iter());
         inputs.extend(downloads.iter());
+        let taken_out = ovr.taken_out();
+        let removals: Vec<String> = ovr.removals.iter().map(|(_, n)| n.clone()).collect();
+        let replacements: Vec<(String, String)> = ovr.replacements.iter().map(|(e, o)| (entry_nevra(e).to_string(), o.clone())).collect();
         let plan = build::BuildPlan {
             base: &base,
             active: &active,
@@ -476,6 +539,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
             opts: &req.opts,
             local: &local_active,
             requested: &requested,
+            remove: &taken_out,
+            removals: &removals,
+            replacements: &replacements,
         };
         build::in_repo_transaction(txn, &repo, || build::build(txn, &repo, &tree, db, &plan, &scratch.0))?
     };
@@ -483,7 +549,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         pkgcache::prune_unused(&locked, None);
     })?;
 
-    let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested)?;
+    let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested, &new_ovr)?;
     // the lock exists before the deployment is staged, so no shutdown in between finalizes it
     let created_lock = req.opts.lock_finalization && !std::path::Path::new(crate::finalize::LOCK).exists();
     let res = if req.opts.lock_finalization { crate::finalize::lock_staged() } else { Ok(()) }

@@ -217,11 +217,12 @@ impl Resolver {
 
     /// Solve `requests`; errors name what is missing or which base packages would change.
     pub fn solve(&mut self, requests: &[String], weak_deps: bool) -> Result<Vec<Pick>> {
-        match self.pool().solve(requests, SolveOptions { weak_deps })? {
-            Ok(p) => Ok(p),
-            Err(e @ SolveError::Missing(_)) => Err(Error::InvalidArgument(e.to_string())),
-            Err(e) => Err(Error::InvalidState(e.to_string())),
-        }
+        self.solve_with(requests, SolveOptions { weak_deps, erase: Vec::new() })
+    }
+
+    /// [`Self::solve`] with base packages removed (`override remove`).
+    pub fn solve_with(&mut self, requests: &[String], opts: SolveOptions) -> Result<Vec<Pick>> {
+        self.pool().solve(requests, opts)?.map_err(solve_error)
     }
 
     /// Bring every pick into reach: cached ones by entry, others downloaded into `dir` and
@@ -369,6 +370,28 @@ fn solv_cache(solv: &Path, s: &Synced) -> PathBuf {
 }
 
 /// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
+/// Check that removing the installed (base) packages `erase` leaves every other installed
+/// package's requirements met (for overrides without repository packages: no repositories
+/// are read).
+pub fn check_removals(rpmdb_root: &Path, erase: &[String]) -> Result<()> {
+    let mut pool = Pool::new(std::env::consts::ARCH)?;
+    pool.set_installed_rpmdb(rpmdb_root, None)?;
+    match pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec() })? {
+        Ok(_) => Ok(()),
+        Err(e) => Err(solve_error(e)),
+    }
+}
+
+fn solve_error(e: SolveError) -> Error {
+    match e {
+        e @ SolveError::Missing(_) => Error::InvalidArgument(e.to_string()),
+        e @ SolveError::NeededBy(_) => Error::InvalidArgument(format!(
+            "cannot remove base packages others need: {e}; remove those too in the same request, or install replacements with --install"
+        )),
+        e => Error::InvalidState(e.to_string()),
+    }
+}
+
 pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
     let repos = load_enabled(etc_dir, os_release)?;
     let mut n = 0;

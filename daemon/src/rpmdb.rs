@@ -156,6 +156,67 @@ impl Rpmdb {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Files and directories (tree paths, as packages place them) that only the packages
+    /// `nevras` own: what removing those packages takes out of the tree. Paths shared with a
+    /// package that stays are kept. Directories come after the files in them.
+    pub fn owned_only_by(&self, nevras: &[String]) -> Result<Vec<String>> {
+        let text = self.query("%{NEVRA}\x1f[%{FILENAMES}\x1e%{FILEMODES}\x1d]\x1c")?;
+        let mut gone: Vec<(String, bool)> = Vec::new();
+        let mut kept = std::collections::HashSet::new();
+        for rec in text.split('\x1c') {
+            let Some((nevra, files)) = rec.split_once('\x1f') else { continue };
+            let removed = nevras.iter().any(|n| n == nevra);
+            for f in files.split('\x1d').filter(|f| !f.is_empty()) {
+                let Some((path, mode)) = f.split_once('\x1e') else { continue };
+                if removed {
+                    let dir = mode.parse::<u32>().is_ok_and(|m| m & 0o170000 == 0o040000);
+                    gone.push((path.to_string(), dir));
+                } else {
+                    kept.insert(path.to_string());
+                }
+            }
+        }
+        let mut out: Vec<String> = Vec::new();
+        let mut dirs: Vec<String> = Vec::new();
+        for (path, dir) in gone {
+            if kept.contains(&path) {
+                continue;
+            }
+            let Ok(crate::pathrules::Placement::Tree { path: rel, .. }) = crate::pathrules::place(path.as_bytes()) else { continue };
+            if dir {
+                dirs.push(rel);
+            } else {
+                out.push(rel);
+            }
+        }
+        // deepest directories first
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs.dedup();
+        out.extend(dirs);
+        Ok(out)
+    }
+
+    /// Drop `nevras` from the database (no files, no scripts).
+    pub fn erase(&self, nevras: &[String]) -> Result<()> {
+        if nevras.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .rpm()
+            .args(["-e", "--justdb", "--nodeps", "--noscripts", "--notriggers"])
+            .args(nevras)
+            .output()
+            .context("running rpm -e --justdb")?;
+        if !out.status.success() {
+            return Err(Error::Failed(format!(
+                "removing {} from the rpmdb failed: {}",
+                nevras.join(", "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// Record `pkgs` in the database (no files, no scripts: those are layerd's job).
     pub fn add(&self, pkgs: &[CachedPkg], scratch: &Path) -> Result<()> {
         if pkgs.is_empty() {

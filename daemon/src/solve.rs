@@ -44,10 +44,13 @@ impl Pick {
 }
 
 /// Options of a solve.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SolveOptions {
     /// Install weak dependencies (Recommends), as dnf does by default.
     pub weak_deps: bool,
+    /// Names of installed (base) packages to remove (`override remove`): the solve fails when
+    /// a remaining package needs one of them.
+    pub erase: Vec<String>,
 }
 
 /// Why a solve failed.
@@ -59,6 +62,9 @@ pub enum SolveError {
     ChangesBase(Vec<String>),
     #[error("dependencies cannot be satisfied:\n  {}", .0.join("\n  "))]
     Problems(Vec<String>),
+    /// Removing base packages would break others: (removed package, packages needing it).
+    #[error("{}", .0.iter().map(|(r, by)| format!("{r} is needed by {}", by.join(", "))).collect::<Vec<_>>().join("; "))]
+    NeededBy(Vec<(String, Vec<String>)>),
 }
 
 pub struct Pool {
@@ -395,6 +401,75 @@ impl Pool {
         Ok(found.items().first().map(|&p| self.describe(p)))
     }
 
+    /// The solvables providing `dep` (libsolv's inline `pool_whatprovides`, which bindgen
+    /// cannot bind: a dependency id indexes `whatprovides`, a relation id `whatprovides_rel`,
+    /// both offsets into the zero-terminated `whatprovidesdata`).
+    fn providers(&self, dep: ffi::Id) -> Vec<ffi::Id> {
+        const RELDEP: u32 = 0x8000_0000;
+        // SAFETY: the pool is prepared (whatprovides built) before this is called; offsets
+        // returned by libsolv index its own data array, which ends each list with 0.
+        unsafe {
+            let pool = &*self.raw;
+            let off = if (dep as u32) & RELDEP == 0 {
+                *pool.whatprovides.add(dep as usize)
+            } else {
+                *pool.whatprovides_rel.add(((dep as u32) ^ RELDEP) as usize)
+            };
+            let off = if off != 0 { off } else { ffi::pool_addrelproviders(self.raw, dep) as ffi::Offset };
+            let mut out = Vec::new();
+            let mut p = self.raw.as_ref().map(|pl| pl.whatprovidesdata.add(off as usize)).unwrap_or(std::ptr::null_mut());
+            while !p.is_null() && *p != 0 {
+                out.push(*p);
+                p = p.add(1);
+            }
+            out
+        }
+    }
+
+    /// For each package in `erase`, the installed packages outside `erase` with a requirement
+    /// only it (among installed packages) satisfies.
+    fn needed_by(&self, erase: &[ffi::Id]) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        // SAFETY: valid pool; solvable ids come from it; queues are owned here.
+        unsafe {
+            let installed = (*self.raw).installed;
+            if installed.is_null() {
+                return out;
+            }
+            let mut by: Vec<(ffi::Id, Vec<String>)> = erase.iter().map(|&e| (e, Vec::new())).collect();
+            let (start, end) = ((*installed).start, (*installed).end);
+            for p in start..end {
+                let s = self.solvable(p);
+                if (*s).repo != installed || erase.contains(&p) {
+                    continue;
+                }
+                let mut reqs = Queue::new();
+                ffi::solvable_lookup_deparray(s, ffi::solv_knownid_SOLVABLE_REQUIRES as ffi::Id, &mut reqs.0, -1);
+                for &dep in reqs.items() {
+                    let inst: Vec<ffi::Id> =
+                        self.providers(dep).into_iter().filter(|&q| (*self.solvable(q)).repo == installed).collect();
+                    if inst.is_empty() || inst.iter().any(|q| !erase.contains(q)) {
+                        continue;
+                    }
+                    for (e, list) in by.iter_mut() {
+                        if inst.contains(e) {
+                            let d = self.describe(p);
+                            if !list.contains(&d) {
+                                list.push(d);
+                            }
+                        }
+                    }
+                }
+            }
+            for (e, list) in by {
+                if !list.is_empty() {
+                    out.push((self.describe(e), list));
+                }
+            }
+        }
+        out
+    }
+
     /// Solve installing `requests` on top of the installed system.
     pub fn solve(&mut self, requests: &[String], opts: SolveOptions) -> Result<std::result::Result<Vec<Pick>, SolveError>> {
         self.prepare();
@@ -419,6 +494,28 @@ impl Pool {
                 }
             }
         }
+        let mut erase_ids = Vec::new();
+        for name in &opts.erase {
+            let mut sel = Queue::new();
+            let c = cstr(name)?;
+            let flags = ffi::SELECTION_NAME | ffi::SELECTION_INSTALLED_ONLY;
+            // SAFETY: valid pool, queues and string.
+            unsafe {
+                ffi::selection_make(self.raw, &mut sel.0, c.as_ptr(), flags as i32);
+                let mut found = Queue::new();
+                ffi::selection_solvables(self.raw, &mut sel.0, &mut found.0);
+                erase_ids.extend_from_slice(found.items());
+            }
+            if sel.items().is_empty() {
+                missing.push(format!("{name} (not installed)"));
+                continue;
+            }
+            for pair in sel.items().chunks(2) {
+                if let [how, what] = pair {
+                    jobs.push2(*how | ffi::SOLVER_ERASE as ffi::Id, *what);
+                }
+            }
+        }
         if !missing.is_empty() {
             return Ok(Err(SolveError::Missing(missing)));
         }
@@ -428,6 +525,22 @@ impl Pool {
             let solver = ffi::solver_create(self.raw);
             ffi::solver_set_flag(solver, ffi::SOLVER_FLAG_IGNORE_RECOMMENDED as i32, (!opts.weak_deps) as i32);
             let nproblems = ffi::solver_solve(solver, &mut jobs.0);
+            if nproblems > 0 && !erase_ids.is_empty() {
+                // a removal breaks installed packages: name them per removed package
+                ffi::solver_free(solver);
+                let needed = self.needed_by(&erase_ids);
+                if !needed.is_empty() {
+                    return Ok(Err(SolveError::NeededBy(needed)));
+                }
+                let solver = ffi::solver_create(self.raw);
+                let n = ffi::solver_solve(solver, &mut jobs.0);
+                let mut problems = Vec::new();
+                for i in 1..=n {
+                    problems.push(to_string(ffi::solver_problem2str(solver, i)));
+                }
+                ffi::solver_free(solver);
+                return Ok(Err(SolveError::Problems(problems)));
+            }
             if nproblems > 0 {
                 let mut problems = Vec::new();
                 for i in 1..=nproblems {
@@ -449,6 +562,9 @@ impl Pool {
             let mut base_changes = Vec::new();
             for p in ids {
                 let s = self.solvable(p);
+                if !installed.is_null() && (*s).repo == installed && erase_ids.contains(&p) {
+                    continue;
+                }
                 if !installed.is_null() && (*s).repo == installed {
                     let t = ffi::transaction_type(trans, p, 0) as u32;
                     let what = match t {
@@ -465,6 +581,12 @@ impl Pool {
             }
             ffi::transaction_free(trans);
             ffi::solver_free(solver);
+            if !erase_ids.is_empty() && !base_changes.is_empty() {
+                let needed = self.needed_by(&erase_ids);
+                if !needed.is_empty() {
+                    return Ok(Err(SolveError::NeededBy(needed)));
+                }
+            }
             if !base_changes.is_empty() {
                 return Ok(Err(SolveError::ChangesBase(base_changes)));
             }
@@ -605,5 +727,31 @@ mod tests {
         let mut p = pool(&root, &primary, &filelists, None);
         let e = p.solve(&["needsnewlibc".into()], SolveOptions::default()).unwrap().unwrap_err().to_string();
         assert!(e.contains("libc-1.0-1.x86_64 would be upgraded"), "{e}");
+    }
+
+    #[test]
+    fn removing_base_packages_names_what_needs_them() {
+        let (d, root, primary, filelists) = setup();
+        // the base also has an application needing libc
+        let more = d.path().join("more");
+        std::fs::create_dir_all(&more).unwrap();
+        pkg(&more, "app", "1", &[], &[("libc.so.6()(64bit)", None)]);
+        let r = root.display().to_string();
+        run(Command::new("rpm")
+            .args(["--root", &r, "--dbpath", "/usr/share/rpm", "-i", "--justdb", "--nodeps", "--ignorearch", "--ignoreos"])
+            .arg(more.join("app-1-1.x86_64.rpm")));
+        let erase = |names: &[&str]| SolveOptions { erase: names.iter().map(|n| n.to_string()).collect(), ..Default::default() };
+        let mut p = pool(&root, &primary, &filelists, None);
+        let e = p.solve(&[], erase(&["libc"])).unwrap().unwrap_err().to_string();
+        assert_eq!(e, "libc-1.0-1.x86_64 is needed by app-1-1.x86_64");
+        let mut p = pool(&root, &primary, &filelists, None);
+        assert!(p.solve(&[], erase(&["libc", "app"])).unwrap().unwrap().is_empty());
+        // removed and replaced from a repository in one request
+        let mut p = pool(&root, &primary, &filelists, None);
+        let got = p.solve(&["libc".into()], erase(&["libc"])).unwrap().unwrap();
+        assert_eq!(names(&got), ["libc-2.0-1.x86_64"]);
+        let mut p = pool(&root, &primary, &filelists, None);
+        let e = p.solve(&[], erase(&["nothere"])).unwrap().unwrap_err().to_string();
+        assert!(e.contains("nothere (not installed)"), "{e}");
     }
 }

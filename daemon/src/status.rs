@@ -109,7 +109,7 @@ fn deployment(
     let kernel_arguments = d
         .bootconfig()
         .and_then(|b| b.get("options"))
-        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .map(|o| crate::kargs::split_args(&o))
         .unwrap_or_default();
     let staged = d.is_staged();
     Ok(Deployment {
@@ -143,10 +143,14 @@ fn deployment(
         requested_packages: origin.requested_packages.clone(),
         requested_local_packages: origin.requested_local_nevras(),
         requested_local_fileoverride_packages: Vec::new(),
-        base_removals: Vec::new(),
+        base_removals: glib::VariantDict::new(Some(&commit.meta)).lookup::<Vec<String>>("layerd.base-removals").ok().flatten().unwrap_or_default(),
         requested_base_removals: origin.override_remove.clone(),
-        base_local_replacements: Vec::new(),
-        requested_base_local_replacements: origin.override_replace_local.clone(),
+        base_local_replacements: glib::VariantDict::new(Some(&commit.meta))
+            .lookup::<Vec<(String, String)>>("layerd.base-replacements")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        requested_base_local_replacements: origin.override_replace_local.iter().map(|e| crate::origin::entry_nevra(e).to_string()).collect(),
         regenerate_initramfs: false,
         initramfs_args: Vec::new(),
         kernel_arguments,

@@ -50,9 +50,13 @@ pub struct Deployment {
     /// Local RPMs requested, as NEVRAs.
     pub requested_local_packages: Vec<String>,
     pub requested_local_fileoverride_packages: Vec<String>,
+    /// Base packages this deployment's commit leaves out (`override remove`), as NEVRAs.
     pub base_removals: Vec<String>,
+    /// Package names the origin asks to remove (some may be inactive on this base).
     pub requested_base_removals: Vec<String>,
-    pub base_local_replacements: Vec<String>,
+    /// `(new, old)` NEVRAs: local RPMs standing in for base packages.
+    pub base_local_replacements: Vec<(String, String)>,
+    /// NEVRAs of the local replacements the origin asks for.
     pub requested_base_local_replacements: Vec<String>,
     pub regenerate_initramfs: bool,
     pub initramfs_args: Vec<String>,

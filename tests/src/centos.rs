@@ -257,7 +257,7 @@ pub fn coreos_like_base(data: &Data) -> Result<Vec<Meta>> {
     pool.add_rpmmd("baseos", &primary_path("baseos")?, filelists.as_deref(), None, 99)?;
     let names: Vec<String> = COREOS_LIKE.iter().map(|s| s.to_string()).collect();
     let picks = pool
-        .solve(&names, layerd::solve::SolveOptions { weak_deps: false })?
+        .solve(&names, layerd::solve::SolveOptions { weak_deps: false, ..Default::default() })?
         .map_err(|e| anyhow!("solving the CoreOS-like base: {e}"))?;
     picks
         .iter()

@@ -23,6 +23,23 @@ pub const REMOTE: &str = "fixture";
 pub const REF: &str = "fixture/x86_64/coreos/stable";
 /// The fixture kernel version.
 pub const KVER: &str = "6.5.6-300.fc39.x86_64";
+/// The fixture's `dracut`: `dracut [--no-hostonly] --kver KVER [--force] OUTPUT` writes an
+/// initramfs naming the kernel version (enough to see which kernel it was made for).
+const DRACUT: &str = r#"#!/bin/sh
+kver=; out=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kver) kver=$2; shift ;;
+    --*) ;;
+    *) out=$1 ;;
+  esac
+  shift
+done
+[ -n "$kver" ] && [ -n "$out" ] || { echo "dracut: need --kver and an output file" >&2; exit 1; }
+[ -f "/usr/lib/modules/$kver/vmlinuz" ] || { echo "dracut: no kernel $kver" >&2; exit 1; }
+echo "fixture initramfs $kver (dracut)" > "$out"
+"#;
+
 /// Busybox applets linked into `/usr/bin`.
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "mkdir", "rm", "cp", "mv", "ln", "chmod", "chown", "sed", "grep",
@@ -145,11 +162,18 @@ impl FixtureRepo {
                 .file_trigger(true, "/usr/lib64", "{ echo '# fixture ld.so.cache'; cat; } > /etc/ld.so.cache")
                 .file_trigger(false, "/usr/share/fixture-hooks", "echo \"run $1\" >> /usr/lib/fixture-hooks.log; cat >> /usr/lib/fixture-hooks.log")
                 .provides("libc.so.6()(64bit)"),
-            RpmSpec::new("kernel-core", "6.5.6").entry(Entry::file(
-                &format!("/usr/lib/modules/{KVER}/vmlinuz"),
-                format!("fixture kernel {KVER}\n"),
-                0o755,
-            )),
+            // the kernel split as Fedora/CentOS split it, so overrides (kernel → kernel-rt)
+            // meet real dependencies: modules need their kernel, `kernel` needs both
+            RpmSpec::new("kernel-core", "6.5.6")
+                .entry(Entry::file(&format!("/usr/lib/modules/{KVER}/vmlinuz"), format!("fixture kernel {KVER}\n"), 0o755))
+                .provides(&format!("kernel-uname-r = {KVER}")),
+            RpmSpec::new("kernel-modules", "6.5.6")
+                .entry(Entry::file(&format!("/usr/lib/modules/{KVER}/modules.dep"), "", 0o644))
+                .requires(&format!("kernel-uname-r = {KVER}")),
+            RpmSpec::new("kernel", "6.5.6").requires("kernel-core").requires("kernel-modules"),
+            // the tree's initramfs generator, as CoreOS has dracut: a stand-in that writes an
+            // initramfs naming the kernel it was made for
+            RpmSpec::new("dracut", "059").entry(Entry::file("/usr/bin/dracut", DRACUT, 0o755)),
             RpmSpec::new("fixture-release", &spec.version)
                 .entry(Entry::file("/usr/lib/os-release", os_release, 0o644))
                 .entry(Entry::symlink("/etc/os-release", "../usr/lib/os-release")),

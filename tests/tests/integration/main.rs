@@ -8,3 +8,4 @@ mod layering;
 mod repos;
 mod rebase;
 mod kargs;
+mod overrides;

@@ -306,7 +306,7 @@ fn centos_tools_repo(h: &VirtualHost) -> (YumRepo, Vec<String>) {
         pool.add_rpmmd(repo, &layerd_tests::centos::primary_path(repo).unwrap(), None, None, 99).unwrap();
     }
     let want: Vec<String> = ["tcpdump", "iperf3", "lshw", "numactl"].iter().map(|s| s.to_string()).collect();
-    let picks = pool.solve(&want, layerd::solve::SolveOptions { weak_deps: true }).unwrap().unwrap();
+    let picks = pool.solve(&want, layerd::solve::SolveOptions { weak_deps: true, ..Default::default() }).unwrap().unwrap();
     let specs: Vec<RpmSpec> = picks.iter().map(|p| data.by_nevra[&p.nevra()].stub(&data.file_requires, true)).collect();
     let repo = YumRepo::create(&h.dir.join("centos-tools"), &specs).unwrap();
     (repo, picks.iter().map(|p| p.nevra()).collect())
