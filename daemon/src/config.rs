@@ -8,7 +8,7 @@
 //! | `idle-exit-seconds` | integer | 60 | exit after this long with nothing to do (0: never); D-Bus activation starts layerd again |
 //! | `wait-by-default` | bool | false | a change requested while another runs queues behind it instead of failing with Busy |
 //! | `result-ttl-seconds` | integer | 300 | how long a finished transaction's result stays readable |
-//! | `reboot-command` | array of strings | `["systemctl", "reboot"]` | run for `--reboot` requests |
+//! | `reboot-command` | array of strings | unset: systemd-logind's `Reboot` | run for `--reboot` requests instead of asking logind |
 //! | `state-dir` | path | `/var/lib/layerd` | the transaction journal |
 //! | `cache-dir` | path | `/var/cache/layerd` | repository metadata (`repomd/`) and solver caches (`solv/`) |
 //! | `install-weak-deps` | bool | true | install the Recommends of repository packages, as dnf does |

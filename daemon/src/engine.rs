@@ -92,7 +92,8 @@ impl Operation {
 /// Daemon settings the engine needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Command run to reboot after a transaction asked for it (`systemctl reboot` on a node).
+    /// Command run to reboot after a transaction asked for it; empty: systemd-logind (see
+    /// [`crate::reboot`]).
     pub reboot_command: Vec<String>,
     /// How long a finished transaction's result stays readable, and how long a created
     /// transaction may wait for `Start` before it is cancelled.
@@ -112,7 +113,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            reboot_command: Vec::new(),
             result_ttl: Duration::from_secs(300),
             repomd_cache: PathBuf::from("/var/cache/layerd/repomd"),
             cache_dir: PathBuf::from("/var/cache/layerd"),
@@ -358,7 +359,10 @@ impl Engine {
         };
         let t = txn.clone();
         let op2 = op.clone();
-        let mut res = tokio::task::spawn_blocking(move || {
+        let blocked = if op.wants_reboot() { crate::reboot::check_not_blocked().await.err() } else { None };
+        let mut res = match blocked {
+            Some(e) => Err(e),
+            None => tokio::task::spawn_blocking(move || {
             t.check_cancelled()?;
             match &op2 {
                 Operation::Rollback { .. } => rollback::run(&t, &path),
@@ -371,15 +375,17 @@ impl Engine {
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })
-        .await
-        .unwrap_or_else(|e| Err(Error::Failed(format!("transaction panicked: {e}"))));
+            .await
+            .unwrap_or_else(|e| Err(Error::Failed(format!("transaction panicked: {e}")))),
+        };
         // status first, so a client reading it after `Finished` sees the new state
         self.refresh().await;
         // reboot only into a change: "No change." never reboots (finalize-deployment always
         // does, that is its purpose)
         let changed = matches!(res, Ok(true)) || (res.is_ok() && matches!(op, Operation::Finalize { .. }));
         if changed && op.wants_reboot() {
-            if let Err(e) = self.reboot(&txn) {
+            txn.message("Rebooting");
+            if let Err(e) = crate::reboot::reboot(&self.config.reboot_command).await {
                 res = Err(e);
             }
         }
@@ -445,21 +451,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    fn reboot(&self, txn: &Transaction) -> Result<()> {
-        let Some((prog, args)) = self.config.reboot_command.split_first() else {
-            return Err(Error::Failed("no reboot command configured".into()));
-        };
-        txn.message("Rebooting");
-        let st = std::process::Command::new(prog)
-            .args(args)
-            .status()
-            .map_err(|e| Error::Failed(format!("the change is done, but running {prog} to reboot failed: {e}")))?;
-        if !st.success() {
-            return Err(Error::Failed(format!("the change is done, but the reboot command {prog} failed ({st})")));
-        }
-        Ok(())
     }
 
     /// Cancel a transaction. A created or queued one ends at once; a running one stops at its

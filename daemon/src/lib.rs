@@ -41,6 +41,7 @@ pub mod kernel;
 pub mod layering;
 pub mod mtree;
 pub mod origin;
+pub mod reboot;
 pub mod overrides;
 pub mod pathrules;
 pub mod pkgcache;

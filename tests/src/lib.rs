@@ -23,6 +23,7 @@ pub mod fixture;
 pub mod gpgkeys;
 pub mod httpd;
 pub mod images;
+pub mod logind;
 pub mod rpmbuild;
 pub mod sysroot;
 pub mod tls;

@@ -113,3 +113,27 @@ fn pinning_and_locked_finalization() {
     let e = h.layerctl(&["upgrade", "--check", "--reboot"]).unwrap();
     assert!(stderr(&e).contains("--reboot cannot be combined with --check"), "{}", stderr(&e));
 }
+
+#[test]
+fn reboot_goes_through_logind_and_respects_block_inhibitors() {
+    // no reboot command configured: layerd asks logind (a stand-in on the private bus)
+    let h = booted_host("reboot-logind");
+    let logind = layerd_tests::logind::Logind::serve(&h.bus.address()).unwrap();
+    logind.block_shutdown(Some(("node-drain", "draining workloads")));
+    let before = h.ostree_admin_status().unwrap();
+    let e = h.layerctl(&["kargs", "--append", "a=1", "--reboot"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("shutdown is blocked by node-drain (pid 42: draining workloads)"), "{}", stderr(&e));
+    assert_eq!(h.ostree_admin_status().unwrap(), before, "a blocked reboot request changes nothing");
+    assert!(logind.reboots().is_empty());
+    // a delay inhibitor does not block; the reboot is a non-interactive logind Reboot
+    logind.block_shutdown(None);
+    h.layerctl_ok(&["kargs", "--append", "a=1", "--reboot"]).unwrap();
+    assert_eq!(logind.reboots(), [false]);
+    let s = h.status_json().unwrap();
+    assert!(strs_of(&s["deployments"][0]["kernel-arguments"]).contains(&"a=1".to_string()), "{s}");
+}
+
+fn strs_of(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
