@@ -57,6 +57,13 @@ fn kernel_to_kernel_rt_and_back() {
     assert!(stderr(&e).contains("would have no kernel"), "{}", stderr(&e));
     let e = h.layerctl(&["override", "remove", "htop"]).unwrap();
     assert!(stderr(&e).contains("htop is not a base package"), "{}", stderr(&e));
+    // without the tree's dracut, a kernel that ships no initramfs cannot boot
+    let e = h
+        .layerctl(&[
+            "override", "remove", "kernel", "kernel-core", "kernel-modules", "dracut", "--install", "kernel-rt-core", "--install", "kernel-rt-modules",
+        ])
+        .unwrap();
+    assert!(stderr(&e).contains(&format!("kernel {RT} has no initramfs")) && stderr(&e).contains("no dracut"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before, "refused requests change nothing");
 
     // the real-time kernel in one transaction
