@@ -147,7 +147,7 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     if !remove.is_empty() {
         txn.task("Removing base packages", || -> Result<()> {
             let paths = db.owned_only_by(remove)?;
-            kernel_touched |= paths.iter().any(|p| p.starts_with("usr/lib/modules/"));
+            kernel_touched |= paths.iter().any(|p| p.starts_with("usr/lib/modules/") && p.ends_with("/vmlinuz"));
             assemble::remove_paths(tree, &paths)?;
             db.erase(remove)
         })?;
@@ -171,7 +171,7 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
                 }
                 None => pkgcache::find_entry(repo, e)?.ok_or_else(|| {
                     Error::InvalidState(format!(
-                        "{} is requested but no longer in the package cache; install it again from its file",
+                        "{} is requested (layered or as a replacement) but no longer in the package cache; give its file again",
                         entry_nevra(e)
                     ))
                 })?,
@@ -185,7 +185,8 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
     let added = &pkgs[first_new..];
     for p in added {
         let t = ostree::MutableTree::from_commit(repo, &p.commit).with_context(|| format!("opening the cached tree of {}", p.nevra))?;
-        kernel_touched |= matches!(mtree::lookup(&t, "usr/lib/modules")?, mtree::Entry::Dir(_));
+        // a kernel image arriving (a kmod package alone does not make a new initramfs)
+        kernel_touched |= !crate::kernel::kernels(&t)?.is_empty();
     }
     let triggers = db.file_triggers()?;
     let scripts = scripts::collect(added, tree, &triggers)?;

@@ -384,6 +384,11 @@ impl Engine {
         // does, that is its purpose)
         let changed = matches!(res, Ok(true)) || (res.is_ok() && matches!(op, Operation::Finalize { .. }));
         if changed && op.wants_reboot() {
+            // the outcome is on disk before the reboot can stop layerd (else the next start
+            // would call a finished change interrupted)
+            if journaled {
+                self.journal.end(&txn.id, &txn.title, &txn.caller.describe(), TxnState::Succeeded.as_str(), "");
+            }
             txn.message("Rebooting");
             if let Err(e) = crate::reboot::reboot(&self.config.reboot_command).await {
                 res = Err(e);

@@ -79,7 +79,9 @@ pub fn ensure_initramfs(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::M
         owner: format!("kernel {kver}"),
         pkg: "dracut".into(),
         what: "initramfs",
-        body: format!("exec /{dracut} --no-hostonly --kver '{kver}' --force '/{initramfs}'\n"),
+        // as rpm-ostree runs it: generic (not host-only), reproducible, with the ostree module
+        // that mounts the deployment at boot
+        body: format!("exec /{dracut} --no-hostonly --reproducible --add ostree --kver '{kver}' --force '/{initramfs}'\n"),
         prog: vec!["/bin/sh".into()],
         args: Vec::new(),
         stdin: None,

@@ -359,7 +359,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         let mut r = resolve::Resolver::open(txn, &etc, &os_release, db.root(), &base, &s, want_filelists)?;
         let mut to_solve = Vec::new();
         for n in &requested {
-            match r.base_provides(n)? {
+            // a base package removed in the same request does not provide anything
+            let provided = if erase.contains(n) { None } else { r.base_provides(n)? };
+            match provided {
                 Some(b) if added_names.contains(n) && !req.opts.allow_inactive => {
                     return Err(Error::InvalidArgument(format!(
                         "{n} is already provided by the base ({b}); pass --allow-inactive to request it anyway"
@@ -521,7 +523,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         }
         None => (base_tree, db, Vec::new()),
     };
-    let commit = if entries.is_empty() && requested.is_empty() && ovr.is_empty() {
+    // a plain base commit only when the origin asks for nothing (an origin with overrides,
+    // even inactive ones, names a layered commit whose parent is the base)
+    let commit = if entries.is_empty() && requested.is_empty() && new_ovr.is_empty() {
         base.clone()
     } else {
         let mut inputs: Vec<&LocalInput> = req.install_local.iter().collect();

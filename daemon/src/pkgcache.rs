@@ -385,8 +385,10 @@ pub fn prune_unused(locked: &crate::sysroot::LockedSysroot, keep: Option<&[Strin
     }
     for d in locked.sysroot.deployments() {
         if let Some(kf) = d.origin() {
-            for e in crate::origin::Origin::from_keyfile(&kf).requested_local {
-                used.insert(crate::origin::entry_sha(&e).to_string());
+            let o = crate::origin::Origin::from_keyfile(&kf);
+            // replacements too: an inactive one applies again on a later base
+            for e in o.requested_local.iter().chain(&o.override_replace_local) {
+                used.insert(crate::origin::entry_sha(e).to_string());
             }
         }
         for e in crate::layering::commit_meta_strs(&repo, d.csum().as_str(), "layerd.layered") {

@@ -37,7 +37,7 @@ pub async fn check_not_blocked() -> Result<()> {
     let Ok(conn) = zbus::Connection::system().await else { return Ok(()) };
     match shutdown_blockers(&conn).await {
         Some(b) if !b.is_empty() => Err(Error::InvalidState(format!(
-            "a reboot was asked for, but shutdown is blocked by {}; nothing was changed (retry later, or without --reboot)",
+            "a reboot was asked for, but shutdown is blocked by {}; nothing was changed (retry when it is released)",
             b.join(", ")
         ))),
         _ => Ok(()),

@@ -386,7 +386,7 @@ fn solve_error(e: SolveError) -> Error {
     match e {
         e @ SolveError::Missing(_) => Error::InvalidArgument(e.to_string()),
         e @ SolveError::NeededBy(_) => Error::InvalidArgument(format!(
-            "cannot remove base packages others need: {e}; remove those too in the same request, or install replacements with --install"
+            "cannot remove base packages others need: {e}; remove those too in the same request (or install replacements with --install), or undo the removal with `layerctl override reset`"
         )),
         e => Error::InvalidState(e.to_string()),
     }

@@ -444,7 +444,8 @@ impl Pool {
                     continue;
                 }
                 let mut reqs = Queue::new();
-                ffi::solvable_lookup_deparray(s, ffi::solv_knownid_SOLVABLE_REQUIRES as ffi::Id, &mut reqs.0, -1);
+                // marker 0: plain and pre/post requires alike
+                ffi::solvable_lookup_deparray(s, ffi::solv_knownid_SOLVABLE_REQUIRES as ffi::Id, &mut reqs.0, 0);
                 for &dep in reqs.items() {
                     let inst: Vec<ffi::Id> =
                         self.providers(dep).into_iter().filter(|&q| (*self.solvable(q)).repo == installed).collect();

@@ -30,6 +30,7 @@ kver=; out=
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver=$2; shift ;;
+    --add|--omit|--add-drivers) shift ;;
     --*) ;;
     *) out=$1 ;;
   esac
