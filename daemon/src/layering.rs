@@ -341,6 +341,34 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     removed.retain(|r| !entries.contains(r));
     removed_names.retain(|r| !requested.contains(r));
 
+    // with overrides, the local packages (layered and replacements) join the dependency check:
+    // what they need must stay, and a replacement must satisfy what needed the old package
+    let local_headers: Vec<PathBuf> = if ovr.is_empty() {
+        Vec::new()
+    } else {
+        let dir = scratch.0.join("solve-local");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut wanted: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();
+        wanted.extend(ovr.replacements.iter().map(|(e, _)| e.clone()));
+        wanted.sort();
+        wanted.dedup();
+        let mut files = Vec::new();
+        for (i, e) in wanted.iter().enumerate() {
+            let sha = crate::origin::entry_sha(e);
+            let head = match req.install_local.iter().chain(&req.overrides.replace_local).find(|l| l.rpm.sha256 == sha) {
+                Some(l) => l.rpm.head.clone(),
+                None => match pkgcache::find_entry(&repo, e)? {
+                    Some(p) => p.header,
+                    None => continue, // reported by the build
+                },
+            };
+            let f = dir.join(format!("{i}.rpm"));
+            std::fs::write(&f, head).with_context(|| format!("writing {}", f.display()))?;
+            files.push(f);
+        }
+        files
+    };
+
     // Repository requests are resolved on every build (carried over, re-resolved on a new base).
     let mut repo_entries: Vec<String> = Vec::new();
     let mut picks: Vec<crate::solve::Pick> = Vec::new();
@@ -371,8 +399,8 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
                 None => to_solve.push(n.clone()),
             }
         }
-        if !to_solve.is_empty() || !erase.is_empty() {
-            let opts = crate::solve::SolveOptions { weak_deps: s.weak_deps, erase: erase.clone() };
+        if !to_solve.is_empty() || !erase.is_empty() || !local_headers.is_empty() {
+            let opts = crate::solve::SolveOptions { weak_deps: s.weak_deps, erase: erase.clone(), local: local_headers.clone() };
             picks = txn.task("Resolving dependencies", || r.solve_with(&to_solve, opts))?;
         }
         for p in &picks {
@@ -385,9 +413,9 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         resolver = Some(r);
     }
 
-    if resolver.is_none() && !erase.is_empty() {
-        // removals alone: no repositories needed to know what needs the removed packages
-        txn.task("Checking dependencies", || resolve::check_removals(db.root(), &erase))?;
+    if resolver.is_none() && !ovr.is_empty() {
+        // overrides alone: no repositories needed to know what needs the removed packages
+        txn.task("Checking dependencies", || resolve::check_removals(db.root(), &erase, &local_headers))?;
     }
 
     let local_active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();

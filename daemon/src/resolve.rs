@@ -217,7 +217,7 @@ impl Resolver {
 
     /// Solve `requests`; errors name what is missing or which base packages would change.
     pub fn solve(&mut self, requests: &[String], weak_deps: bool) -> Result<Vec<Pick>> {
-        self.solve_with(requests, SolveOptions { weak_deps, erase: Vec::new() })
+        self.solve_with(requests, SolveOptions { weak_deps, ..Default::default() })
     }
 
     /// [`Self::solve`] with base packages removed (`override remove`).
@@ -373,10 +373,10 @@ fn solv_cache(solv: &Path, s: &Synced) -> PathBuf {
 /// Check that removing the installed (base) packages `erase` leaves every other installed
 /// package's requirements met (for overrides without repository packages: no repositories
 /// are read).
-pub fn check_removals(rpmdb_root: &Path, erase: &[String]) -> Result<()> {
+pub fn check_removals(rpmdb_root: &Path, erase: &[String], local: &[std::path::PathBuf]) -> Result<()> {
     let mut pool = Pool::new(std::env::consts::ARCH)?;
     pool.set_installed_rpmdb(rpmdb_root, None)?;
-    match pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec() })? {
+    match pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec(), local: local.to_vec() })? {
         Ok(_) => Ok(()),
         Err(e) => Err(solve_error(e)),
     }

@@ -51,6 +51,11 @@ pub struct SolveOptions {
     /// Names of installed (base) packages to remove (`override remove`): the solve fails when
     /// a remaining package needs one of them.
     pub erase: Vec<String>,
+    /// Header-only RPM files of local packages the new tree has (layered ones and
+    /// `override replace` ones): installed in the solve so their requirements are checked
+    /// against what stays, and a replacement may take the place of the base package of its
+    /// name. Loaded for this solve only.
+    pub local: Vec<std::path::PathBuf>,
 }
 
 /// Why a solve failed.
@@ -520,6 +525,48 @@ impl Pool {
         if !missing.is_empty() {
             return Ok(Err(SolveError::Missing(missing)));
         }
+        // local packages: a throwaway repository, freed after this solve (the pool is cached)
+        let mut local_repo: *mut ffi::Repo = std::ptr::null_mut();
+        let mut local_ids = Vec::new();
+        let mut replaced_names = Vec::new();
+        if !opts.local.is_empty() {
+            local_repo = self.new_repo("@local")?;
+            for f in &opts.local {
+                let c = path_cstr(f)?;
+                // SAFETY: valid repo and path; libsolv reads the file's headers.
+                let id = unsafe { ffi::repo_add_rpm(local_repo, c.as_ptr(), 0) };
+                if id == 0 {
+                    // SAFETY: the repo was created above and nothing refers to it yet.
+                    unsafe { ffi::repo_free(local_repo, 1) };
+                    self.prepared = false;
+                    return Err(self.error(&format!("reading the header of {}", f.display())));
+                }
+                local_ids.push(id);
+                replaced_names.push(self.id2str(unsafe { (*self.solvable(id)).name }));
+                jobs.push2((ffi::SOLVER_INSTALL | ffi::SOLVER_SOLVABLE) as ffi::Id, id);
+            }
+            // SAFETY: valid repo.
+            unsafe { ffi::repo_internalize(local_repo) };
+            self.prepared = false;
+            self.prepare();
+        }
+        let result = self.run_solver(&mut jobs, &opts, &erase_ids, &replaced_names, local_repo);
+        if !local_repo.is_null() {
+            // SAFETY: created above; freeing it (and reusing its ids) leaves the pool as it was.
+            unsafe { ffi::repo_free(local_repo, 1) };
+            self.prepared = false;
+        }
+        result
+    }
+
+    fn run_solver(
+        &mut self,
+        jobs: &mut Queue,
+        opts: &SolveOptions,
+        erase_ids: &[ffi::Id],
+        replaced_names: &[String],
+        local_repo: *mut ffi::Repo,
+    ) -> Result<std::result::Result<Vec<Pick>, SolveError>> {
 
         // SAFETY: the solver is created, used and freed here.
         unsafe {
@@ -529,7 +576,7 @@ impl Pool {
             if nproblems > 0 && !erase_ids.is_empty() {
                 // a removal breaks installed packages: name them per removed package
                 ffi::solver_free(solver);
-                let needed = self.needed_by(&erase_ids);
+                let needed = self.needed_by(erase_ids);
                 if !needed.is_empty() {
                     return Ok(Err(SolveError::NeededBy(needed)));
                 }
@@ -566,6 +613,13 @@ impl Pool {
                 if !installed.is_null() && (*s).repo == installed && erase_ids.contains(&p) {
                     continue;
                 }
+                // a local package, or the base package a local replacement takes over
+                if !local_repo.is_null() && (*s).repo == local_repo {
+                    continue;
+                }
+                if !installed.is_null() && (*s).repo == installed && replaced_names.contains(&self.id2str((*s).name)) {
+                    continue;
+                }
                 if !installed.is_null() && (*s).repo == installed {
                     let t = ffi::transaction_type(trans, p, 0) as u32;
                     let what = match t {
@@ -583,7 +637,7 @@ impl Pool {
             ffi::transaction_free(trans);
             ffi::solver_free(solver);
             if !erase_ids.is_empty() && !base_changes.is_empty() {
-                let needed = self.needed_by(&erase_ids);
+                let needed = self.needed_by(erase_ids);
                 if !needed.is_empty() {
                     return Ok(Err(SolveError::NeededBy(needed)));
                 }

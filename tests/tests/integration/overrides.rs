@@ -121,6 +121,15 @@ fn replace_a_base_package_with_a_local_rpm_across_an_upgrade() {
     assert!(stderr(&e).contains("takes RPM files"), "{}", stderr(&e));
     let e = h.layerctl(&["override", "reset", "kernel-core"]).unwrap();
     assert!(stderr(&e).contains("kernel-core has no override"), "{}", stderr(&e));
+    // a replacement must satisfy what needed the old package: a new kernel version would
+    // strand the base's modules
+    let newer = RpmSpec::new("kernel-core", "6.9.0")
+        .entry(Entry::file("/usr/lib/modules/6.9.0-1.fc39.x86_64/vmlinuz", "newer kernel\n", 0o755))
+        .provides("kernel-uname-r = 6.9.0-1.fc39.x86_64")
+        .write(&dir)
+        .unwrap();
+    let e = h.layerctl(&["override", "replace", newer.to_str().unwrap()]).unwrap();
+    assert!(stderr(&e).contains("kernel-modules-6.5.6-1.x86_64 requires kernel-uname-r"), "{}", stderr(&e));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 
     let out = h.layerctl_ok(&["override", "replace", hotfix.to_str().unwrap()]).unwrap();
