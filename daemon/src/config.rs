@@ -12,6 +12,14 @@
 //! | `state-dir` | path | `/var/lib/layerd` | the transaction journal |
 //! | `cache-dir` | path | `/var/cache/layerd` | repository metadata (`repomd/`) and solver caches (`solv/`) |
 //! | `install-weak-deps` | bool | true | install the Recommends of repository packages, as dnf does |
+//! | `grpc` | bool | false | serve the gRPC API on `grpc-socket` (always on when systemd passes the socket) |
+//! | `grpc-socket` | path | `/run/layerd/layerd.sock` | the gRPC unix socket |
+//! | `grpc-socket-mode` | string (octal) | `"0666"` | who may connect (reading is open to anyone who can) |
+//! | `grpc-group` | group name or gid | unset | members may change the system over the socket (root always may); the socket's group |
+//! | `grpc-tcp-listen` | `"addr:port"` | unset (off) | also serve on TCP, with mutual TLS (the three keys below are then required) |
+//! | `grpc-tls-cert` | path | — | server certificate (PEM) |
+//! | `grpc-tls-key` | path | — | its private key (PEM) |
+//! | `grpc-tls-client-ca` | path | — | CA whose certificates clients must present (PEM) |
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +37,14 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub install_weak_deps: Option<bool>,
+    pub grpc: Option<bool>,
+    pub grpc_socket: Option<PathBuf>,
+    pub grpc_socket_mode: Option<String>,
+    pub grpc_group: Option<String>,
+    pub grpc_tcp_listen: Option<String>,
+    pub grpc_tls_cert: Option<PathBuf>,
+    pub grpc_tls_key: Option<PathBuf>,
+    pub grpc_tls_client_ca: Option<PathBuf>,
 }
 
 /// Read the config file; a missing file means defaults, a malformed one is an error naming the
@@ -48,6 +64,8 @@ mod tests {
     #[test]
     fn parses_and_refuses_unknown_keys() {
         let c: FileConfig = toml::from_str("idle-exit-seconds = 5\nwait-by-default = true\nreboot-command = [\"true\"]\n").unwrap();
+        let g: FileConfig = toml::from_str("grpc = true\ngrpc-socket-mode = \"0660\"\ngrpc-group = \"wheel\"\ngrpc-tcp-listen = \"127.0.0.1:9555\"\n").unwrap();
+        assert_eq!((g.grpc, g.grpc_group.as_deref()), (Some(true), Some("wheel")));
         assert_eq!(c.idle_exit_seconds, Some(5));
         assert_eq!(c.wait_by_default, Some(true));
         assert_eq!(c.reboot_command, Some(vec!["true".to_string()]));

@@ -262,6 +262,11 @@ impl Engine {
         Ok(txn)
     }
 
+    /// A transaction by id: created, queued, running, or finished within the result lifetime.
+    pub fn transaction(&self, id: &str) -> Option<Arc<Transaction>> {
+        self.txns().get(id).map(|(t, _)| t.clone())
+    }
+
     /// Running, queued and not-yet-started transactions, oldest first.
     pub fn active(&self) -> Vec<TransactionInfo> {
         let mut v: Vec<_> = self

@@ -34,6 +34,7 @@ pub mod error;
 pub mod fetch;
 pub mod finalize;
 pub mod gpg;
+pub mod grpc;
 pub mod gvariant;
 pub mod journal;
 pub mod kargs;

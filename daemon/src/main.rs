@@ -42,6 +42,49 @@ struct Args {
     /// Directory of repository metadata and solver caches [config: cache-dir].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Serve the gRPC API on this unix socket [config: grpc, grpc-socket].
+    #[arg(long)]
+    grpc_socket: Option<PathBuf>,
+    /// Members of this group may change the system over gRPC [config: grpc-group].
+    #[arg(long)]
+    grpc_group: Option<String>,
+    /// Also serve gRPC on TCP with mutual TLS [config: grpc-tcp-listen, grpc-tls-*].
+    #[arg(long)]
+    grpc_tcp_listen: Option<String>,
+    #[arg(long)]
+    grpc_tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    grpc_tls_key: Option<PathBuf>,
+    #[arg(long)]
+    grpc_tls_client_ca: Option<PathBuf>,
+}
+
+/// The gRPC settings from flags and the file (flags win); errors name the key.
+fn grpc_config(args: &Args, file: &layerd::config::FileConfig) -> anyhow::Result<layerd::grpc::GrpcConfig> {
+    let socket = match (&args.grpc_socket, file.grpc.unwrap_or(false)) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(file.grpc_socket.clone().unwrap_or_else(|| PathBuf::from("/run/layerd/layerd.sock"))),
+        (None, false) => None,
+    };
+    let mode = match &file.grpc_socket_mode {
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| anyhow::anyhow!("grpc-socket-mode {m:?}: not an octal mode like \"0660\""))?,
+        None => 0o666,
+    };
+    let tcp = match args.grpc_tcp_listen.clone().or(file.grpc_tcp_listen.clone()) {
+        None => None,
+        Some(listen) => {
+            let need = |flag: &Option<PathBuf>, key: &Option<PathBuf>, name: &str| {
+                flag.clone().or(key.clone()).ok_or_else(|| anyhow::anyhow!("grpc-tcp-listen needs {name} (TCP is served with mutual TLS only)"))
+            };
+            Some(layerd::grpc::TcpConfig {
+                listen: listen.parse().map_err(|e| anyhow::anyhow!("grpc-tcp-listen {listen:?}: {e}"))?,
+                cert: need(&args.grpc_tls_cert, &file.grpc_tls_cert, "grpc-tls-cert")?,
+                key: need(&args.grpc_tls_key, &file.grpc_tls_key, "grpc-tls-key")?,
+                client_ca: need(&args.grpc_tls_client_ca, &file.grpc_tls_client_ca, "grpc-tls-client-ca")?,
+            })
+        }
+    };
+    Ok(layerd::grpc::GrpcConfig { socket, socket_mode: mode, group: args.grpc_group.clone().or(file.grpc_group.clone()), tcp })
 }
 
 fn main() -> ExitCode {
@@ -87,6 +130,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath) -> anyhow::Result<()> {
+    let grpc = grpc_config(&args, &file)?;
     let defaults = Config::default();
     let config = Config {
         reboot_command: match (&args.reboot_command, file.reboot_command) {
@@ -101,7 +145,14 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
         cache_dir: args.cache_dir.clone().or(file.cache_dir).unwrap_or(defaults.cache_dir.clone()),
         weak_deps: file.install_weak_deps.unwrap_or(true),
     };
-    let idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));
+    let mut idle_exit = Duration::from_secs(args.idle_exit.or(file.idle_exit_seconds).unwrap_or(60));
+    // gRPC clients cannot start layerd again unless systemd holds the socket (layerd.socket):
+    // listeners layerd opens itself keep it running
+    let activated = layerd::grpc::activated_socket();
+    if activated.is_none() && (grpc.socket.is_some() || grpc.tcp.is_some()) && !idle_exit.is_zero() {
+        log::info!("gRPC listeners opened by layerd itself: idle exit disabled");
+        idle_exit = Duration::ZERO;
+    }
     let engine = Engine::new(sysroot.clone(), config);
     // before any client can reach us, so the recovery is the first transaction to run
     engine.recover_if_interrupted();
@@ -114,6 +165,9 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
     own_name(&conn)
         .await
         .with_context(|| format!("owning {BUS_NAME} on the system bus (is another layerd running?)"))?;
+    if activated.is_some() || grpc.socket.is_some() || grpc.tcp.is_some() {
+        layerd::grpc::serve(engine.clone(), grpc, activated).await.context("starting the gRPC API")?;
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     log::info!("layerd {} ready as {BUS_NAME}, managing {}", layerd::VERSION, sysroot.path().display());
 

@@ -14,6 +14,14 @@ pub mod json;
 pub mod proxy;
 pub mod types;
 
+/// The gRPC API (`layerd.v1`, from `proto/layerd/v1/layerd.proto`): messages, the server trait
+/// and a client. See the .proto for the documentation of every call and field.
+#[cfg(feature = "grpc")]
+pub mod grpc {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("layerd.v1");
+}
+
 pub use error::Error;
 pub use events::{EventData, EventKind, Progress};
 pub use types::{Deployment, LastTransaction, TransactionInfo, TransactionResult};

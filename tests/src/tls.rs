@@ -23,7 +23,9 @@ impl Certs {
         let openssl = |args: &[&str]| run(command("openssl", args));
         openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &d("ca.key"), "-out", &d("ca.pem"), "-days", "2", "-subj", "/CN=layerd test CA"])?;
         std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")?;
-        for (who, subj, ext) in [("server", "/CN=127.0.0.1", Some("server.ext")), ("client", "/CN=layerd test client", None)] {
+        // X.509 v3 for both (rustls refuses v1 certificates): the extensions make it so
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for (who, subj, ext) in [("server", "/CN=127.0.0.1", Some("server.ext")), ("client", "/CN=layerd test client", Some("client.ext"))] {
             openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &d(&format!("{who}.key")), "-out", &d(&format!("{who}.csr")), "-subj", subj])?;
             let mut args = vec!["x509", "-req", "-in"];
             let csr = d(&format!("{who}.csr"));

@@ -9,3 +9,4 @@ mod repos;
 mod rebase;
 mod kargs;
 mod overrides;
+mod grpc;

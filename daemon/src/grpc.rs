@@ -1,0 +1,804 @@
+//! The gRPC API (`layerd.v1`, see `dbus-interfaces/proto/layerd/v1/layerd.proto`): the same
+//! engine and transactions as D-Bus; this layer only translates requests into
+//! [`Operation`]s, checks who may change things, and streams transaction events.
+//!
+//! Who is calling: on the unix socket, the peer's credentials (`SO_PEERCRED`): root, or a
+//! member of the configured group, may change the system; anyone who can connect may read. On
+//! TCP, mutual TLS: the TLS layer only lets clients with a certificate from the configured CA
+//! in, and those may change the system (a controller's identity is its certificate).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use layerd_interfaces::grpc as pb;
+use layerd_interfaces::grpc::layerd_server::{Layerd, LayerdServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::base::BaseChange;
+use crate::cleanup::CleanupOptions;
+use crate::engine::{Engine, Operation};
+use crate::error::Error;
+use crate::kargs::KargsEdit;
+use crate::layering::{LayerOptions, LayerRequest, LocalInput};
+use crate::overrides::OverrideChange;
+use crate::txn::{Caller, Transaction};
+use layerd_interfaces::EventKind;
+
+/// Where and how the gRPC API is served.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcConfig {
+    /// The unix socket (created by layerd), unless systemd passed one (socket activation).
+    pub socket: Option<PathBuf>,
+    /// Mode of the socket file (who may connect at all).
+    pub socket_mode: u32,
+    /// Members of this group may change the system over the unix socket (root always may);
+    /// the socket file is given to this group.
+    pub group: Option<String>,
+    /// TCP listener with mutual TLS.
+    pub tcp: Option<TcpConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    pub listen: std::net::SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// Start serving; returns once the listeners are bound (serving continues in tasks). An
+/// activated socket (`LISTEN_FDS` from systemd) is used instead of creating `config.socket`.
+pub async fn serve(engine: Arc<Engine>, config: GrpcConfig, activated: Option<std::os::unix::net::UnixListener>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let writers_gid = match &config.group {
+        Some(g) => Some(group_gid(g).with_context(|| format!("grpc-group {g:?}"))?),
+        None => None,
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<LayerdServer<Api>>().await;
+    let unix = match activated {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            Some(tokio::net::UnixListener::from_std(l)?)
+        }
+        None => match &config.socket {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+                    .with_context(|| format!("setting the mode of {}", path.display()))?;
+                if let Some(gid) = writers_gid {
+                    rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid))).with_context(|| format!("chown {}", path.display()))?;
+                }
+                Some(l)
+            }
+            None => None,
+        },
+    };
+    if let Some(l) = unix {
+        let api = Api { engine: engine.clone(), writers_gid };
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+        let health_service = health_service.clone();
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(LayerdServer::new(api))
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = r {
+                log::error!("gRPC on the unix socket stopped: {e}");
+            }
+        });
+    }
+    if let Some(tcp) = &config.tcp {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let identity = tonic::transport::Identity::from_pem(read(&tcp.cert)?, read(&tcp.key)?);
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(&tcp.client_ca)?))
+            .client_auth_optional(false);
+        let api = Api { engine, writers_gid };
+        let mut server = tonic::transport::Server::builder().tls_config(tls).context("TLS configuration of grpc-tcp-listen")?;
+        let listener = tokio::net::TcpListener::bind(tcp.listen).await.with_context(|| format!("binding {}", tcp.listen))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let router = server.add_service(health_service).add_service(LayerdServer::new(api));
+        tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                log::error!("gRPC on TCP stopped: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// A socket systemd passed (`LISTEN_FDS`, first descriptor), taken once.
+pub fn activated_socket() -> Option<std::os::unix::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    // SAFETY: systemd passes listening sockets from fd 3 on and nothing else owns fd 3.
+    Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) })
+}
+
+fn group_gid(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let _ = f.next();
+            let gid = f.next()?.parse::<u32>().ok()?;
+            (n == name).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no such group in /etc/group"))
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+enum Peer {
+    /// Unix socket peer credentials.
+    Local { uid: u32, gid: u32, pid: Option<i32> },
+    /// A TLS client (its certificate was checked against the client CA).
+    Tls { addr: String },
+}
+
+impl Peer {
+    fn describe(&self) -> String {
+        match self {
+            Peer::Local { uid, pid: Some(pid), .. } => format!("grpc uid {uid} pid {pid}"),
+            Peer::Local { uid, .. } => format!("grpc uid {uid}"),
+            Peer::Tls { addr } => format!("grpc tls {addr}"),
+        }
+    }
+
+    fn uid(&self) -> u32 {
+        match self {
+            Peer::Local { uid, .. } => *uid,
+            Peer::Tls { .. } => u32::MAX,
+        }
+    }
+}
+
+pub struct Api {
+    engine: Arc<Engine>,
+    writers_gid: Option<u32>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TransactionEvent, Status>> + Send>>;
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::Status, Status>> + Send>>;
+
+fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
+    if let Some(info) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        return match info.peer_cred {
+            Some(c) => Ok(Peer::Local { uid: c.uid(), gid: c.gid(), pid: c.pid() }),
+            None => Err(Status::unauthenticated("the unix socket peer's credentials are unavailable")),
+        };
+    }
+    if let Some(info) = req.extensions().get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>() {
+        if info.peer_certs().is_some_and(|c| !c.is_empty()) {
+            let addr = info.get_ref().remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            return Ok(Peer::Tls { addr });
+        }
+        return Err(Status::unauthenticated("a client certificate is required"));
+    }
+    Err(Status::unauthenticated("unknown transport"))
+}
+
+/// Supplementary groups of a local process (from /proc).
+fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Groups:")).map(|l| l["Groups:".len()..].split_whitespace().filter_map(|g| g.parse().ok()).collect()))
+        .unwrap_or_default()
+}
+
+impl Api {
+    /// The caller, if it may change the system.
+    fn writer<T>(&self, req: &Request<T>, what: &str) -> Result<Peer, Status> {
+        let p = peer(req)?;
+        match &p {
+            Peer::Tls { .. } => Ok(p),
+            Peer::Local { uid: 0, .. } => Ok(p),
+            Peer::Local { uid, gid, pid } => {
+                let member = self.writers_gid.is_some_and(|g| *gid == g || pid.is_some_and(|pid| groups_of(pid).contains(&g)));
+                if member {
+                    Ok(p)
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "{what}: uid {uid} (gid {gid}) may read the status but not change the system (root{} may)",
+                        match self.writers_gid {
+                            Some(g) => format!(" or members of group {g}"),
+                            None => String::new(),
+                        }
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Create and start a transaction for `op`; stream its events.
+    async fn run(&self, op: Operation, caller: Caller, wait: bool) -> Result<Response<EventStream>, Status> {
+        self.engine.touch();
+        let txn = self.engine.create(op, caller).map_err(status_of)?;
+        // subscribe before starting: no event is missed
+        let (history, rx) = txn.subscribe();
+        if let Err(e) = self.engine.start(&txn, Some(wait)) {
+            // nobody will start it: drop it now (a joiner's transaction is left alone)
+            if txn.state() == crate::txn::TxnState::Created {
+                self.engine.cancel(&txn);
+            }
+            let mut s = status_of(e);
+            if let Some(r) = self.engine.running() {
+                if let Ok(v) = r.id.parse() {
+                    s.metadata_mut().insert("layerd-running-transaction", v);
+                }
+            }
+            return Err(s);
+        }
+        Ok(Response::new(event_stream(txn, history, rx, 0)))
+    }
+
+    fn caller(peer: &Peer, o: &Option<pb::ChangeOptions>) -> Caller {
+        Caller {
+            sender: peer.describe(),
+            uid: peer.uid(),
+            client_id: o.as_ref().map(|o| o.client_id.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Read local packages: bytes, or a host path the caller may read (unix socket only).
+    async fn local_packages(&self, peer: &Peer, list: Vec<pb::LocalPackage>, field: &str) -> Result<Vec<LocalInput>, Status> {
+        let peer = peer.clone();
+        let field = field.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (i, p) in list.into_iter().enumerate() {
+                let (label, rpm) = match p.source {
+                    Some(pb::local_package::Source::Content(bytes)) => {
+                        let label = if p.label.is_empty() { format!("local package #{}", i + 1) } else { p.label };
+                        let rpm = crate::rpmfile::read(&label, std::io::Cursor::new(bytes), std::env::consts::ARCH).map_err(status_of)?;
+                        (label, rpm)
+                    }
+                    Some(pb::local_package::Source::HostPath(path)) => {
+                        let label = if p.label.is_empty() { path.clone() } else { p.label };
+                        let f = open_as(&peer, Path::new(&path)).map_err(|e| Status::invalid_argument(format!("{field}[{i}].host_path {path}: {e}")))?;
+                        let rpm = crate::rpmfile::read(&label, f, std::env::consts::ARCH).map_err(status_of)?;
+                        (label, rpm)
+                    }
+                    None => return Err(Status::invalid_argument(format!("{field}[{i}]: give content or host_path"))),
+                };
+                out.push(LocalInput { label, rpm: Arc::new(rpm) });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading local packages: {e}")))?
+    }
+}
+
+/// Open `path` for reading on behalf of `peer`: the file and every directory on the way must
+/// grant the peer's uid/gids what the kernel would require (mode bits), so the daemon's
+/// privileges do not lend a caller files it could not read itself.
+fn open_as(peer: &Peer, path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gids) = match peer {
+        Peer::Local { uid, gid, pid } => {
+            let mut g = vec![*gid];
+            if let Some(pid) = pid {
+                g.extend(groups_of(*pid));
+            }
+            (*uid, g)
+        }
+        Peer::Tls { .. } => return Err("host paths are only accepted on the unix socket; send the content".into()),
+    };
+    if !path.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(&real).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if uid != 0 {
+        let allowed = |m: &std::fs::Metadata, bit: u32| {
+            let mode = m.mode();
+            if m.uid() == uid {
+                mode & (bit << 6) != 0
+            } else if gids.contains(&m.gid()) {
+                mode & (bit << 3) != 0
+            } else {
+                mode & bit != 0
+            }
+        };
+        let mut dir = real.parent();
+        while let Some(d) = dir {
+            let m = std::fs::metadata(d).map_err(|e| e.to_string())?;
+            if !allowed(&m, 0o1) {
+                return Err(format!("uid {uid} may not enter {}", d.display()));
+            }
+            dir = d.parent();
+        }
+        if !allowed(&meta, 0o4) {
+            return Err(format!("uid {uid} may not read it"));
+        }
+    }
+    Ok(f)
+}
+
+fn status_of(e: Error) -> Status {
+    let text = e.to_string();
+    match e {
+        Error::InvalidArgument(_) => Status::invalid_argument(text),
+        Error::Busy(_) => Status::aborted(text),
+        Error::NotFound(_) => Status::not_found(text),
+        Error::InvalidState(_) => Status::failed_precondition(text),
+        Error::AccessDenied(_) => Status::permission_denied(text),
+        Error::Cancelled => Status::cancelled(text),
+        _ => Status::internal(text),
+    }
+}
+
+fn info_of(t: &Transaction) -> pb::Transaction {
+    pb::Transaction {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        state: t.state().as_str().to_string(),
+        client: t.caller.describe(),
+        result: t.result().map(result_of),
+    }
+}
+
+fn result_of(r: layerd_interfaces::TransactionResult) -> pb::TransactionResult {
+    pb::TransactionResult { success: r.success, unchanged: r.unchanged, error_name: r.error_name, error_message: r.error_message }
+}
+
+fn event_of(txn_id: &str, e: &crate::txn::Event) -> Option<pb::TransactionEvent> {
+    use pb::transaction_event::Event as E;
+    let event = match &e.kind {
+        EventKind::Message(m) => E::Message(m.clone()),
+        EventKind::TaskBegin(t) => E::TaskBegin(t.clone()),
+        EventKind::TaskEnd(t) => E::TaskEnd(t.clone()),
+        EventKind::Percent { text, percent } => E::Percent(pb::Percent { text: text.clone(), percent: *percent }),
+        EventKind::Progress(p) => E::Progress(pb::Progress {
+            text: p.text.clone(),
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            items_done: p.items_done,
+            items_total: p.items_total,
+        }),
+        EventKind::Finished(r) => E::Finished(result_of(r.clone())),
+        EventKind::Unknown(_) => return None,
+    };
+    Some(pb::TransactionEvent { transaction_id: txn_id.to_string(), seq: e.seq, event: Some(event) })
+}
+
+/// `started`, the history, then live events until `finished`.
+fn event_stream(txn: Arc<Transaction>, history: Vec<crate::txn::Event>, mut rx: tokio::sync::broadcast::Receiver<crate::txn::Event>, since: u64) -> EventStream {
+    let (tx, out) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let started = pb::TransactionEvent {
+            transaction_id: txn.id.clone(),
+            seq: 0,
+            event: Some(pb::transaction_event::Event::Started(info_of(&txn))),
+        };
+        if tx.send(Ok(started)).await.is_err() {
+            return;
+        }
+        let mut last = since;
+        for e in history.iter().filter(|e| e.seq > since) {
+            last = e.seq;
+            let finished = matches!(e.kind, EventKind::Finished(_));
+            if let Some(ev) = event_of(&txn.id, e) {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            if finished {
+                return;
+            }
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.seq <= last => continue,
+                Ok(e) => {
+                    last = e.seq;
+                    let finished = matches!(e.kind, EventKind::Finished(_));
+                    if let Some(ev) = event_of(&txn.id, &e) {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if finished {
+                        return;
+                    }
+                }
+                // fell behind: replay what was missed from the history
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for e in txn.events_since(last) {
+                        last = e.seq;
+                        let finished = matches!(e.kind, EventKind::Finished(_));
+                        if let Some(ev) = event_of(&txn.id, &e) {
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if finished {
+                            return;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(out))
+}
+
+fn deployment_of(d: &layerd_interfaces::Deployment) -> pb::Deployment {
+    pb::Deployment {
+        id: d.id.clone(),
+        osname: d.osname.clone(),
+        serial: d.serial,
+        checksum: d.checksum.clone(),
+        version: d.version.clone().unwrap_or_default(),
+        timestamp: d.timestamp,
+        booted: d.booted,
+        staged: d.staged,
+        pinned: d.pinned,
+        unlocked: d.unlocked.clone(),
+        finalization_locked: d.finalization_locked,
+        origin: d.origin.clone().unwrap_or_default(),
+        container_image_reference: d.container_image_reference.clone().unwrap_or_default(),
+        container_image_reference_digest: d.container_image_reference_digest.clone().unwrap_or_default(),
+        base_checksum: d.base_checksum.clone().unwrap_or_default(),
+        base_version: d.base_version.clone().unwrap_or_default(),
+        base_timestamp: d.base_timestamp.unwrap_or_default(),
+        base_commit_meta_json: d
+            .base_commit_meta
+            .iter()
+            .map(|(k, v)| (k.clone(), layerd_interfaces::json::value_to_json(v).to_string()))
+            .collect::<HashMap<_, _>>(),
+        packages: d.packages.clone(),
+        requested_packages: d.requested_packages.clone(),
+        requested_local_packages: d.requested_local_packages.clone(),
+        base_removals: d.base_removals.clone(),
+        requested_base_removals: d.requested_base_removals.clone(),
+        base_local_replacements: d
+            .base_local_replacements
+            .iter()
+            .map(|(n, o)| pb::Replacement { new_nevra: n.clone(), old_nevra: o.clone() })
+            .collect(),
+        requested_base_local_replacements: d.requested_base_local_replacements.clone(),
+        kernel_arguments: d.kernel_arguments.clone(),
+    }
+}
+
+async fn status(engine: &Engine) -> Result<pb::Status, Status> {
+    let snap = engine.snapshot().await.map_err(status_of)?;
+    let transactions = engine
+        .active()
+        .into_iter()
+        .map(|t| pb::Transaction { id: t.id, title: t.title, state: t.state, client: t.client, result: None })
+        .collect();
+    let last_transaction = engine.last_transaction().map(|r| pb::LastTransaction {
+        id: r.id,
+        title: r.title,
+        client: r.client,
+        state: r.state,
+        error_message: r.error_message,
+        time: r.time,
+    });
+    Ok(pb::Status { deployments: snap.deployments.iter().map(deployment_of).collect(), transactions, last_transaction })
+}
+
+fn package_options(o: Option<pb::PackageOptions>, change: &Option<pb::ChangeOptions>) -> LayerOptions {
+    let o = o.unwrap_or_default();
+    LayerOptions {
+        dry_run: o.dry_run,
+        idempotent: o.idempotent,
+        allow_inactive: o.allow_inactive,
+        force_replacefiles: o.force_replacefiles,
+        download_only: o.download_only,
+        cache_only: o.cache_only,
+        reboot: change.as_ref().is_some_and(|c| c.reboot),
+        ..Default::default()
+    }
+}
+
+fn base_options(o: Option<pb::BaseOptions>, change: &Option<pb::ChangeOptions>) -> LayerOptions {
+    let o = o.unwrap_or_default();
+    LayerOptions {
+        download_only: o.download_only,
+        lock_finalization: o.lock_finalization,
+        reboot: change.as_ref().is_some_and(|c| c.reboot),
+        ..Default::default()
+    }
+}
+
+fn wait(o: &Option<pb::ChangeOptions>) -> bool {
+    o.as_ref().is_some_and(|o| o.wait)
+}
+
+fn reboot(o: &Option<pb::ChangeOptions>) -> bool {
+    o.as_ref().is_some_and(|o| o.reboot)
+}
+
+#[tonic::async_trait]
+impl Layerd for Api {
+    async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> Result<Response<pb::Status>, Status> {
+        self.engine.touch();
+        Ok(Response::new(status(&self.engine).await?))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    async fn watch_status(&self, _req: Request<pb::WatchStatusRequest>) -> Result<Response<StatusStream>, Status> {
+        let engine = self.engine.clone();
+        let (tx, out) = mpsc::channel(8);
+        let mut snaps = engine.subscribe_snapshot();
+        let mut txns = engine.subscribe_transactions();
+        tokio::spawn(async move {
+            let mut last: Option<pb::Status> = None;
+            loop {
+                engine.touch();
+                match status(&engine).await {
+                    Ok(s) if last.as_ref() != Some(&s) => {
+                        last = Some(s.clone());
+                        if tx.send(Ok(s)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = snaps.changed() => if r.is_err() { return },
+                    r = txns.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    type InstallStream = EventStream;
+
+    async fn install(&self, req: Request<pb::InstallRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Install")?;
+        let r = req.into_inner();
+        let install_local = self.local_packages(&peer, r.local_packages, "local_packages").await?;
+        let opts = package_options(r.package_options, &r.options);
+        let op = Operation::Layer(LayerRequest { install_local, install: r.packages, opts, ..Default::default() });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type UninstallStream = EventStream;
+
+    async fn uninstall(&self, req: Request<pb::UninstallRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Uninstall")?;
+        let r = req.into_inner();
+        if r.packages.is_empty() && !r.all {
+            return Err(Status::invalid_argument("packages: name the packages to uninstall, or set all"));
+        }
+        let install_local = self.local_packages(&peer, r.install_local, "install_local").await?;
+        let opts = package_options(r.package_options, &r.options);
+        let op = Operation::Layer(LayerRequest {
+            install_local,
+            install: r.install,
+            uninstall: r.packages,
+            uninstall_all: r.all,
+            opts,
+            ..Default::default()
+        });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type OverrideStream = EventStream;
+
+    async fn r#override(&self, req: Request<pb::OverrideRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Override")?;
+        let r = req.into_inner();
+        if r.remove.is_empty() && r.replace.is_empty() && r.reset.is_empty() && !r.reset_all {
+            return Err(Status::invalid_argument("override: set remove, replace, reset or reset_all"));
+        }
+        let replace_local = self.local_packages(&peer, r.replace, "replace").await?;
+        let opts = package_options(r.package_options, &r.options);
+        let op = Operation::Layer(LayerRequest {
+            install: r.install,
+            uninstall: r.uninstall,
+            overrides: OverrideChange { remove: r.remove, replace_local, reset: r.reset, reset_all: r.reset_all },
+            opts,
+            ..Default::default()
+        });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type RebaseStream = EventStream;
+
+    async fn rebase(&self, req: Request<pb::RebaseRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Rebase")?;
+        let r = req.into_inner();
+        if r.target.is_empty() {
+            return Err(Status::invalid_argument("target: give an ostree refspec, a checksum or a container image reference"));
+        }
+        let revision = (!r.revision.is_empty()).then_some(r.revision);
+        let op = Operation::Layer(LayerRequest {
+            base: BaseChange::Rebase { refspec: r.target, revision },
+            opts: base_options(r.base_options, &r.options),
+            ..Default::default()
+        });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type UpgradeStream = EventStream;
+
+    async fn upgrade(&self, req: Request<pb::UpgradeRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Upgrade")?;
+        let r = req.into_inner();
+        if r.preview && !r.check_only {
+            return Err(Status::invalid_argument("preview: only with check_only"));
+        }
+        let mut opts = base_options(r.base_options, &r.options);
+        opts.check = r.check_only;
+        opts.preview = r.preview;
+        let op = Operation::Layer(LayerRequest { base: BaseChange::Upgrade { allow_downgrade: r.allow_downgrade }, opts, ..Default::default() });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type DeployStream = EventStream;
+
+    async fn deploy(&self, req: Request<pb::DeployRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Deploy")?;
+        let r = req.into_inner();
+        if r.revision.is_empty() {
+            return Err(Status::invalid_argument("revision: give a commit checksum, a version or an image digest"));
+        }
+        let op = Operation::Layer(LayerRequest {
+            base: BaseChange::Deploy { revision: r.revision },
+            opts: base_options(r.base_options, &r.options),
+            ..Default::default()
+        });
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type RollbackStream = EventStream;
+
+    async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Rollback")?;
+        let r = req.into_inner();
+        self.run(Operation::Rollback { reboot: reboot(&r.options) }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type CleanupStream = EventStream;
+
+    async fn cleanup(&self, req: Request<pb::CleanupRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Cleanup")?;
+        let r = req.into_inner();
+        let o = CleanupOptions { pending: r.pending, rollback: r.rollback, base: r.base, repomd: r.repomd };
+        self.run(Operation::Cleanup(o), Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type KernelArgsStream = EventStream;
+
+    async fn kernel_args(&self, req: Request<pb::KernelArgsRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "KernelArgs")?;
+        let r = req.into_inner();
+        let edit = KargsEdit {
+            append: r.append,
+            append_if_missing: r.append_if_missing,
+            delete: r.delete,
+            delete_if_present: r.delete_if_present,
+            replace: r.replace,
+            import_proc_cmdline: r.import_proc_cmdline,
+        };
+        if edit.is_empty() {
+            return Err(Status::invalid_argument("kernel_args: give at least one edit (append, delete, replace, …)"));
+        }
+        self.run(Operation::Kargs { edit, reboot: reboot(&r.options) }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type RefreshMetadataStream = EventStream;
+
+    async fn refresh_metadata(&self, req: Request<pb::RefreshMetadataRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "RefreshMetadata")?;
+        let r = req.into_inner();
+        self.run(Operation::RefreshMd { force: r.force }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type FinalizeDeploymentStream = EventStream;
+
+    async fn finalize_deployment(&self, req: Request<pb::FinalizeDeploymentRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "FinalizeDeployment")?;
+        let r = req.into_inner();
+        if r.checksum.is_empty() {
+            return Err(Status::invalid_argument("checksum: give the staged deployment's commit checksum"));
+        }
+        self.run(Operation::Finalize { checksum: r.checksum }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type PinStream = EventStream;
+
+    async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Pin")?;
+        let r = req.into_inner();
+        self.run(Operation::Pin { index: r.index, unpin: r.unpin }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let peer = self.writer(&req, "Cancel")?;
+        let id = req.into_inner().transaction_id;
+        let txn = self.engine.transaction(&id).ok_or_else(|| Status::not_found(format!("transaction_id: no transaction {id:?}")))?;
+        if txn.state().is_finished() {
+            return Ok(Response::new(pb::CancelResponse { cancelled: false }));
+        }
+        log::info!("txn {} ({}): cancel requested by {}", txn.id, txn.title, peer.describe());
+        self.engine.cancel(&txn);
+        Ok(Response::new(pb::CancelResponse { cancelled: true }))
+    }
+
+    async fn get_transaction(&self, req: Request<pb::GetTransactionRequest>) -> Result<Response<pb::Transaction>, Status> {
+        let id = req.into_inner().transaction_id;
+        let txn = self.engine.transaction(&id).ok_or_else(|| Status::not_found(format!("transaction_id: no transaction {id:?}")))?;
+        Ok(Response::new(info_of(&txn)))
+    }
+
+    type WatchTransactionStream = EventStream;
+
+    async fn watch_transaction(&self, req: Request<pb::WatchTransactionRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let txn = self
+            .engine
+            .transaction(&r.transaction_id)
+            .ok_or_else(|| Status::not_found(format!("transaction_id: no transaction {:?}", r.transaction_id)))?;
+        let (history, rx) = txn.subscribe();
+        Ok(Response::new(event_stream(txn, history, rx, r.since)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn host_paths_are_opened_with_the_callers_rights() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("x.rpm");
+        std::fs::write(&f, b"rpm").unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&f).unwrap());
+        let stranger = Peer::Local { uid: me.wrapping_add(12345), gid: 4242, pid: None };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = open_as(&stranger, &f).unwrap_err();
+        assert!(e.contains("may not read it"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(open_as(&stranger, &f).is_ok());
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = open_as(&stranger, &f).unwrap_err();
+        assert!(e.contains("may not enter"), "{e}");
+        assert!(open_as(&stranger, Path::new("relative.rpm")).unwrap_err().contains("absolute"));
+        assert!(open_as(&Peer::Tls { addr: "x".into() }, &f).unwrap_err().contains("only accepted on the unix socket"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Issue 7: the gRPC API — status and its stream, changes as event streams, busy/queue, cancel
+//! and attach from another client, peer-credential checks on the unix socket, mutual TLS on
+//! TCP, the health service, and the example controller rebasing a node to an image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layerd_interfaces::grpc as pb;
+use layerd_interfaces::grpc::layerd_client::LayerdClient;
+use layerd_tests::fixture::OsSpec;
+use layerd_tests::rpmbuild::{Entry, RpmSpec, Script};
+use layerd_tests::VirtualHost;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::common::*;
+
+const SOCKET: &str = "/run/layerd/layerd.sock";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A booted host serving gRPC on the unix socket (and on TCP when `tcp` is given).
+fn grpc_host(name: &str, extra: &[String]) -> VirtualHost {
+    let mut h = new_host(name);
+    h.layerd_args = vec!["--grpc-socket".into(), SOCKET.into()];
+    h.layerd_args.extend_from_slice(extra);
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    h
+}
+
+/// The socket as the test process (outside the host) reaches it.
+fn socket(h: &VirtualHost) -> PathBuf {
+    h.rundir().unwrap().join("layerd/layerd.sock")
+}
+
+async fn client(h: &VirtualHost) -> LayerdClient<Channel> {
+    let ch = Endpoint::try_from(format!("unix://{}", socket(h).display())).unwrap().connect().await.unwrap();
+    LayerdClient::new(ch)
+}
+
+fn opts(wait: bool) -> Option<pb::ChangeOptions> {
+    Some(pb::ChangeOptions { wait, client_id: "grpc-test".into(), ..Default::default() })
+}
+
+/// Events of a stream until it ends.
+async fn collect(mut s: tonic::Streaming<pb::TransactionEvent>) -> Vec<pb::TransactionEvent> {
+    let mut v = Vec::new();
+    while let Some(e) = s.message().await.unwrap() {
+        v.push(e);
+    }
+    v
+}
+
+fn result_of(events: &[pb::TransactionEvent]) -> pb::TransactionResult {
+    match events.last().and_then(|e| e.event.clone()) {
+        Some(pb::transaction_event::Event::Finished(r)) => r,
+        other => panic!("the stream must end with finished, not {other:?}"),
+    }
+}
+
+fn messages(events: &[pb::TransactionEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(pb::transaction_event::Event::Message(m)) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn slow_rpm(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    RpmSpec::new("slow", "1")
+        .entry(Entry::file("/usr/bin/slow", "#!/bin/sh\necho slow\n", 0o755))
+        .script(Script::Post, "sleep 3")
+        .write(dir)
+        .unwrap()
+}
+
+#[test]
+fn status_changes_busy_attach_cancel_and_errors() {
+    let h = grpc_host("grpc-api", &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut c = client(&h).await;
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(s.deployments.len(), 1);
+        assert!(s.deployments[0].booted && s.deployments[0].version == "1.0", "{s:?}");
+
+        // a controller watches instead of polling: the change shows up on the stream
+        let mut watch = c.watch_status(pb::WatchStatusRequest {}).await.unwrap().into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.deployments.len(), 1);
+        let ev = collect(
+            c.kernel_args(pb::KernelArgsRequest { options: opts(false), append: vec!["grpc=1".into()], ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert!(matches!(ev[0].event, Some(pb::transaction_event::Event::Started(_))), "{ev:?}");
+        assert!(result_of(&ev).success && !result_of(&ev).unchanged, "{ev:?}");
+        loop {
+            let s = watch.message().await.unwrap().unwrap();
+            if s.deployments.len() == 2 {
+                assert!(s.deployments[0].staged && s.deployments[0].kernel_arguments.contains(&"grpc=1".to_string()), "{s:?}");
+                break;
+            }
+        }
+        // the same change again: unchanged
+        let ev = collect(
+            c.kernel_args(pb::KernelArgsRequest { options: opts(false), append_if_missing: vec!["grpc=1".into()], ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert!(result_of(&ev).unchanged);
+
+        // invalid requests name the field
+        let bad = pb::InstallRequest {
+            options: opts(false),
+            local_packages: vec![pb::LocalPackage { source: Some(pb::local_package::Source::HostPath("/nonexistent.rpm".into())), label: String::new() }],
+            ..Default::default()
+        };
+        let e = c.install(bad).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("local_packages[0].host_path /nonexistent.rpm"), "{e:?}");
+        let e = c.deploy(pb::DeployRequest { options: opts(false), ..Default::default() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("revision"), "{e:?}");
+        let e = c.kernel_args(pb::KernelArgsRequest { append: vec!["=x".into()], ..Default::default() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("empty key"), "{e:?}");
+        let e = c.get_transaction(pb::GetTransactionRequest { transaction_id: "nope".into() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+
+        // a slow change (its %post sleeps) as bytes: busy for others, attachable, cancellable
+        let rpm = std::fs::read(slow_rpm(&h.dir.join("rpms"))).unwrap();
+        let req = pb::InstallRequest {
+            options: opts(false),
+            local_packages: vec![pb::LocalPackage { source: Some(pb::local_package::Source::Content(rpm)), label: "slow.rpm".into() }],
+            ..Default::default()
+        };
+        let mut slow = c.install(req).await.unwrap().into_inner();
+        let started = match slow.message().await.unwrap().unwrap().event {
+            Some(pb::transaction_event::Event::Started(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        // wait until the scriptlet runs
+        loop {
+            let e = slow.message().await.unwrap().unwrap();
+            if matches!(&e.event, Some(pb::transaction_event::Event::Message(m)) if m.contains("Running %post")) {
+                break;
+            }
+        }
+        let mut other = client(&h).await;
+        let e = other.rollback(pb::RollbackRequest { options: opts(false) }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
+        assert!(e.message().contains(&started.id) && e.message().contains("grpc-test"), "{e:?}");
+        assert_eq!(e.metadata().get("layerd-running-transaction").unwrap().to_str().unwrap(), started.id);
+        // D-Bus sees the same transaction
+        let st = h.layerctl_ok(&["status"]).unwrap();
+        assert!(st.contains("install slow"), "{st}");
+        // attach from another client, then cancel from it
+        let t = other.get_transaction(pb::GetTransactionRequest { transaction_id: started.id.clone() }).await.unwrap().into_inner();
+        assert_eq!(t.state, "running");
+        let attached = other.watch_transaction(pb::WatchTransactionRequest { transaction_id: started.id.clone(), since: 0 }).await.unwrap().into_inner();
+        let r = other.cancel(pb::CancelRequest { transaction_id: started.id.clone() }).await.unwrap().into_inner();
+        assert!(r.cancelled);
+        let seen = collect(attached).await;
+        assert_eq!(result_of(&seen).error_name, "Cancelled", "{seen:?}");
+        assert!(messages(&seen).iter().any(|m| m.contains("Running %post")), "the attached stream replays the history");
+        let rest = collect(slow).await;
+        assert_eq!(result_of(&rest).error_name, "Cancelled");
+        let after = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert!(after.deployments[0].requested_local_packages.is_empty(), "a cancelled change leaves nothing: {after:?}");
+        assert_eq!(after.last_transaction.unwrap().state, "cancelled");
+
+        // with wait, a change queues behind the running one instead; this time the RPM is a
+        // path on the node
+        let file = slow_rpm(&h.sysroot.path.join("rpms"));
+        let inside = format!("/sysroot/rpms/{}", file.file_name().unwrap().to_string_lossy());
+        let req = pb::InstallRequest {
+            options: opts(false),
+            local_packages: vec![pb::LocalPackage { source: Some(pb::local_package::Source::HostPath(inside)), label: String::new() }],
+            ..Default::default()
+        };
+        let first = c.install(req).await.unwrap().into_inner();
+        let queued = other.cleanup(pb::CleanupRequest { options: opts(true), base: true, ..Default::default() }).await.unwrap().into_inner();
+        let (a, b) = tokio::join!(collect(first), collect(queued));
+        assert!(result_of(&a).success, "{a:?}");
+        assert!(messages(&b).iter().any(|m| m.starts_with("Waiting for install")), "{b:?}");
+        assert!(result_of(&b).success);
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(s.deployments[0].requested_local_packages, ["slow-1-1.x86_64"]);
+    });
+}
+
+fn controller(args: &[&str]) -> Command {
+    let mut c = Command::new(layerd_tests::bin_dir().join("layerd-controller-example"));
+    c.args(args);
+    c
+}
+
+/// Run the example controller as another user (uid 65534, gid `gid`).
+fn controller_as(gid: u32, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups", "--"]).arg(layerd_tests::bin_dir().join("layerd-controller-example")).args(args);
+    c.output().unwrap()
+}
+
+#[test]
+fn peer_credentials_decide_who_may_change_things() {
+    let h = grpc_host("grpc-peers", &["--grpc-group".into(), "4242".into()]);
+    let sock = socket(&h);
+    // the harness's directories must let another user reach the socket
+    let mut p = sock.parent().map(Path::to_path_buf);
+    while let Some(d) = p {
+        if d == Path::new("/") {
+            break;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        p = d.parent().map(Path::to_path_buf);
+    }
+    let s = sock.display().to_string();
+    // anyone may read
+    let o = controller_as(65534, &["--socket", &s, "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"booted\":true"), "{}", stdout(&o));
+    // a stranger may not change anything
+    let o = controller_as(65534, &["--socket", &s, "check-upgrade"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not have permission") && stderr(&o).contains("uid 65534 (gid 65534) may read the status but not change the system"), "{}", stderr(&o));
+    // a member of the configured group may
+    let o = controller_as(4242, &["--socket", &s, "check-upgrade"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"update-available\":false"), "{}", stdout(&o));
+    // the standard health service
+    let o = controller(&["--socket", &s, "health"]).output().unwrap();
+    assert_eq!(stdout(&o).trim(), "Serving", "{}", stderr(&o));
+}
+
+#[test]
+fn tcp_needs_a_client_certificate() {
+    // the certificates inside the host's sysroot (layerd reads them as /sysroot/certs/…)
+    let mut h = new_host("grpc-tls");
+    let certs = layerd_tests::tls::Certs::create(&h.sysroot.path.join("certs")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = |n: &str| format!("/sysroot/certs/{n}");
+    h.layerd_args = vec![
+        "--grpc-socket".into(),
+        SOCKET.into(),
+        "--grpc-tcp-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--grpc-tls-cert".into(),
+        f("server.pem"),
+        "--grpc-tls-key".into(),
+        f("server.key"),
+        "--grpc-tls-client-ca".into(),
+        f("ca.pem"),
+    ];
+    h.boot().unwrap();
+    h.start_layerd().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let ca = Certificate::from_pem(std::fs::read(certs.dir.join("ca.pem")).unwrap());
+        let ep = format!("https://127.0.0.1:{port}");
+        // with a certificate from the client CA: in, and allowed to change things
+        let id = Identity::from_pem(std::fs::read(certs.dir.join("client.pem")).unwrap(), std::fs::read(certs.dir.join("client.key")).unwrap());
+        let tls = ClientTlsConfig::new().ca_certificate(ca.clone()).identity(id);
+        let ch = Endpoint::try_from(ep.clone()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        let mut c = LayerdClient::new(ch);
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert!(s.deployments[0].booted);
+        let ev = collect(c.upgrade(pb::UpgradeRequest { options: opts(false), check_only: true, ..Default::default() }).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success, "{ev:?}");
+        // without one: refused
+        let tls = ClientTlsConfig::new().ca_certificate(ca);
+        let refused = match Endpoint::try_from(ep).unwrap().tls_config(tls).unwrap().connect().await {
+            Err(_) => true,
+            Ok(ch) => LayerdClient::new(ch).get_status(pb::GetStatusRequest {}).await.is_err(),
+        };
+        assert!(refused, "a client without a certificate must not get in");
+    });
+    drop(h);
+}
+
+#[test]
+fn example_controller_rebases_a_node_to_an_image() {
+    let h = grpc_host("grpc-controller", &[]);
+    let commit = h.publish_to(&OsSpec::new("410.84.custom"), "fixture/images/custom").unwrap();
+    let oci = h.sysroot.path.join("images/custom");
+    layerd_tests::images::encapsulate(&h.fixture.path, &commit, &oci).unwrap();
+    let image = "ostree-unverified-image:oci:/sysroot/images/custom";
+    let o = controller(&["--socket", &socket(&h).display().to_string(), "rebase", image]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("transaction") && stderr(&o).contains("Fetching"), "progress is followed: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(report["image"], image);
+    assert_eq!(report["version"], "410.84.custom");
+    assert_eq!(report["staged"], true);
+    assert!(report["digest"].as_str().unwrap().starts_with("sha256:"), "{report}");
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["checksum"], report["checksum"]);
+    assert_eq!(s["deployments"][0]["container-image-reference"], image);
+}
