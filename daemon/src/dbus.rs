@@ -170,6 +170,8 @@ impl Layerd1 {
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<OwnedObjectPath, ApiError> {
+        // root passes; others need polkit's yes for this class of change
+        crate::polkit::authorize(conn, &caller.sender, caller.uid, crate::polkit::Action::for_operation(&op)).await?;
         let txn = self.engine.create(op, caller)?;
         let path = OwnedObjectPath::try_from(txn.path())
             .map_err(|e| ApiError::Failed(format!("transaction path: {e}")))?;
@@ -545,7 +547,21 @@ impl TransactionObject {
         Ok(())
     }
 
-    async fn cancel(&self) -> Result<(), ApiError> {
+    /// Cancel: for its starter (same user), root, or whom polkit grants the cancel action.
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<(), ApiError> {
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let mut uid = u32::MAX;
+        if let Some(s) = header.sender() {
+            if let Ok(proxy) = fdo::DBusProxy::new(conn).await {
+                if let Ok(u) = proxy.get_connection_unix_user(s.clone().into()).await {
+                    uid = u;
+                }
+            }
+        }
+        let starter = uid != u32::MAX && uid == self.txn.caller.uid;
+        if !starter {
+            crate::polkit::authorize(conn, &sender, uid, crate::polkit::Action::Cancel).await?;
+        }
         self.engine.cancel(&self.txn);
         Ok(())
     }

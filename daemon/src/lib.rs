@@ -46,6 +46,7 @@ pub mod reboot;
 pub mod overrides;
 pub mod pathrules;
 pub mod pkgcache;
+pub mod polkit;
 pub mod repomd;
 pub mod repos;
 pub mod resolve;

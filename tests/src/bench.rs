@@ -50,6 +50,27 @@ fn status_round_trips(h: &VirtualHost, n: usize) -> Result<Vec<Duration>> {
     })
 }
 
+/// Round trips of `GetStatus` over the gRPC unix socket.
+fn grpc_status_round_trips(h: &VirtualHost, n: usize) -> Result<Vec<Duration>> {
+    use layerd_interfaces::grpc as pb;
+    let sock = h.rundir().context("the host is not booted")?.join("layerd/layerd.sock");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::try_from(format!("unix://{}", sock.display()))?.connect().await?;
+        let mut c = pb::layerd_client::LayerdClient::new(ch);
+        c.get_status(pb::GetStatusRequest {}).await?; // warm
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let s = c.get_status(pb::GetStatusRequest {}).await?.into_inner();
+            v.push(t.elapsed());
+            anyhow::ensure!(!s.deployments.is_empty(), "empty status");
+        }
+        v.sort();
+        Ok(v)
+    })
+}
+
 fn row(what: &str, value: Duration, target_ms: f64, peer: Option<Duration>) {
     let peer_text = match peer {
         Some(p) => format!("{:>8.3} ms  {:>6.1}x faster", ms(p), ms(p) / ms(value).max(1e-6)),
@@ -73,6 +94,7 @@ pub fn run(base: &Path) -> Result<()> {
 /// Status latency, start-up and idle memory.
 pub fn status(base: &Path) -> Result<()> {
     let mut h = VirtualHost::new(base, "bench")?;
+    h.layerd_args = vec!["--grpc-socket".into(), "/run/layerd/layerd.sock".into()];
     h.boot()?;
     h.start_layerd()?;
     h.publish(&OsSpec::new("2.0"))?;
@@ -93,6 +115,9 @@ pub fn status(base: &Path) -> Result<()> {
     let idle = status_round_trips(&h, 2000)?;
     row("status over D-Bus, idle, p50", percentile(&idle, 0.5), 2.0, Some(peer_p50));
     row("status over D-Bus, idle, p99", percentile(&idle, 0.99), 10.0, Some(peer_p50));
+    let gidle = grpc_status_round_trips(&h, 2000)?;
+    row("status over gRPC, idle, p50", percentile(&gidle, 0.5), 2.0, Some(peer_p50));
+    row("status over gRPC, idle, p99", percentile(&gidle, 0.99), 10.0, Some(peer_p50));
 
     // a transaction that stays running: a rollback waiting for the sysroot lock we hold
     let lock = SysrootLock::take(&h)?;
@@ -105,6 +130,9 @@ pub fn status(base: &Path) -> Result<()> {
     let busy = status_round_trips(&h, 2000)?;
     row("status over D-Bus, transaction running, p50", percentile(&busy, 0.5), 2.0, Some(peer_p50));
     row("status over D-Bus, transaction running, p99", percentile(&busy, 0.99), 10.0, Some(peer_p50));
+    let gbusy = grpc_status_round_trips(&h, 2000)?;
+    row("status over gRPC, transaction running, p50", percentile(&gbusy, 0.5), 2.0, Some(peer_p50));
+    row("status over gRPC, transaction running, p99", percentile(&gbusy, 0.99), 10.0, Some(peer_p50));
     h.layerctl_ok(&["cancel"])?;
     let _ = txn.wait();
     drop(lock);

@@ -24,6 +24,7 @@ pub mod gpgkeys;
 pub mod httpd;
 pub mod images;
 pub mod logind;
+pub mod polkit;
 pub mod rpmbuild;
 pub mod sysroot;
 pub mod tls;
@@ -37,6 +38,12 @@ use std::path::PathBuf;
 
 /// Directory holding the built `layerd`, `layerctl` and `vhost` binaries: `$LAYERD_BIN_DIR`, or
 /// the cargo target directory this executable was built into.
+/// The workspace's root directory (for the shipped files under systemd/, packaging/).
+pub fn workspace_dir() -> PathBuf {
+    let me = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    me.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| me.to_path_buf())
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LAYERD_BIN_DIR") {
         return PathBuf::from(d);

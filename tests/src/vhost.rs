@@ -93,6 +93,16 @@ impl VirtualHost {
         Ok(VirtualHost { dir, fixture, sysroot, bus, boot: None, layerd: None, boots: 0, layerd_args: vec![] })
     }
 
+    /// Replace the private bus (before booting) with one configured like a distribution's
+    /// system bus plus layerd's shipped policy, its `layerd` group set to `group`.
+    pub fn use_system_like_bus(&mut self, group: &str) -> Result<()> {
+        if self.boot.is_some() {
+            bail!("the bus must be chosen before booting");
+        }
+        self.bus = Bus::start_system_like(&self.dir, "bus-system", group)?;
+        Ok(())
+    }
+
     /// Boot the default deployment (the one the highest-versioned boot entry names).
     pub fn boot(&mut self) -> Result<()> {
         if self.boot.is_some() {

@@ -10,3 +10,4 @@ mod rebase;
 mod kargs;
 mod overrides;
 mod grpc;
+mod polkit;
