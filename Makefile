@@ -3,7 +3,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench rpm clean
 
 all: build
 
@@ -26,6 +26,13 @@ bench:
 	@./scripts/install-deps --bench
 	$(CARGO) build --workspace --locked --release
 	LAYERD_BIN_DIR=target/release ./target/release/vhost bench --dir $(DEMO_DIR)
+
+# Binary RPM from the release build, with this machine's rpmbuild (Debian's works): target/rpmbuild/RPMS.
+rpm: deps
+	$(CARGO) build --workspace --locked --release
+	rpmbuild -bb packaging/layerd.spec --define "_topdir $(CURDIR)/target/rpmbuild" \
+	  --define "prebuilt $(CURDIR)" --define "prebuilt_bin $(CURDIR)/target/release" --define "_build_id_links none"
+	@find target/rpmbuild/RPMS -name '*.rpm'
 
 clean:
 	# kept virtual hosts (LAYERD_KEEP_VHOST=1) hold immutable ostree deployment roots

@@ -73,4 +73,21 @@ mod tests {
         assert!(e.contains("idle-exit-secs"), "{e}");
         assert_eq!(load(Path::new("/nonexistent/config.toml")).unwrap(), FileConfig::default());
     }
+
+    #[test]
+    fn the_shipped_config_names_only_keys_layerd_accepts() {
+        let text = include_str!("../../packaging/config.toml");
+        assert_eq!(toml::from_str::<FileConfig>(text).unwrap(), FileConfig::default(), "everything is commented out");
+        // every `# key = value` line, uncommented
+        let keys: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(keys.lines().count() >= 15, "{keys}");
+        let all: FileConfig = toml::from_str(&keys).unwrap_or_else(|e| panic!("{e}\n{keys}"));
+        assert_eq!(all.idle_exit_seconds, Some(60));
+        assert_eq!(all.grpc_group.as_deref(), Some("layerd"));
+    }
 }

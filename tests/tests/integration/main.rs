@@ -11,3 +11,4 @@ mod kargs;
 mod overrides;
 mod grpc;
 mod polkit;
+mod packaging;

@@ -94,4 +94,16 @@ fn polkit_decides_for_group_members_and_the_bus_stops_everyone_else() {
     assert!(stderr(&o).contains("org.layerd.Layerd1.rollback"), "{}", stderr(&o));
     // root is never asked
     h.layerctl_ok(&["kargs", "--append", "y=2"]).unwrap();
+
+    // cancelling someone else's transaction needs the cancel action: a rollback by root that
+    // stays running (it waits for the sysroot lock the test holds)
+    let lock = SysrootLock::take(&h).unwrap();
+    let mut txn = h.layerctl_command(&["rollback"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_until("the rollback runs", || h.layerctl_ok(&["status"]).unwrap().contains("State: busy"));
+    let o = layerctl_as(&h, 65534, 65534, &["cancel"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("org.layerd.Layerd1.cancel"), "{}", stderr(&o));
+    h.layerctl_ok(&["cancel"]).unwrap();
+    let _ = txn.wait();
+    drop(lock);
 }
