@@ -76,16 +76,28 @@ fn polkit_decides_for_group_members_and_the_bus_stops_everyone_else() {
     assert!(stderr(&o).contains("org.layerd.Layerd1.install-uninstall-packages"), "{}", stderr(&o));
     assert_eq!(h.ostree_admin_status().unwrap(), before);
 
-    // a rule granting the group: its member may change kernel arguments (and only that)
+    // a rule granting the group: its member may install packages and change kernel arguments
+    // (and only that)
     let group = nobody_group();
     polkit
         .add_rule(
             "50-layerd-test.rules",
             &format!(
-                "polkit.addRule(function(action, subject) {{\n  if (action.id == \"org.layerd.Layerd1.kernel-args\" && subject.isInGroup(\"{group}\"))\n    return polkit.Result.YES;\n}});\n"
+                "polkit.addRule(function(action, subject) {{\n  if ((action.id == \"org.layerd.Layerd1.kernel-args\" || action.id == \"org.layerd.Layerd1.install-uninstall-packages\") && subject.isInGroup(\"{group}\"))\n    return polkit.Result.YES;\n}});\n"
             ),
         )
         .unwrap();
+    let rpms = h.dir.join("user-rpms");
+    std::fs::create_dir_all(&rpms).unwrap();
+    let rpm = layerd_tests::rpmbuild::RpmSpec::new("usertool", "1")
+        .entry(layerd_tests::rpmbuild::Entry::file("/usr/bin/usertool", "#!/bin/sh\necho usertool\n", 0o755))
+        .write(&rpms)
+        .unwrap();
+    traversable(&rpm);
+    let o = layerctl_as(&h, 65534, 65534, &["install", rpm.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["requested-local-packages"][0], "usertool-1-1.x86_64", "{s}");
     let o = layerctl_as(&h, 65534, 65534, &["kargs", "--append", "x=1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = h.status_json().unwrap();
