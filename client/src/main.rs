@@ -100,6 +100,12 @@ struct LayerOpts {
     /// Use only cached metadata and packages (no network).
     #[arg(short = 'C', long)]
     cache_only: bool,
+    /// Also make the new packages usable on the running system now (no reboot needed).
+    #[arg(short = 'A', long)]
+    apply_live: bool,
+    /// With --apply-live: allow changing or removing files of running packages live.
+    #[arg(long)]
+    allow_replacement: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -282,6 +288,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OverrideCmd,
     },
+    /// Apply the staged deployment to the running system now (additions only, unless
+    /// --allow-replacement); --reset goes back to the booted tree.
+    ApplyLive {
+        /// Remove the live changes: /usr is the booted tree again.
+        #[arg(long, conflicts_with = "allow_replacement")]
+        reset: bool,
+        /// Also apply changes and removals of running packages' files.
+        #[arg(long)]
+        allow_replacement: bool,
+        #[command(flatten)]
+        change: ChangeOpts,
+    },
     /// Pin the deployment at INDEX (boot order, as status lists them) so cleanup keeps it.
     Pin {
         index: u32,
@@ -414,6 +432,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.deploy(&revision, opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
+        Cmd::ApplyLive { reset, allow_replacement, change } => {
+            for (k, on) in [("reset", reset), ("allow-replacement", allow_replacement)] {
+                if on {
+                    opts.insert(k, Value::from(true));
+                }
+            }
+            let daemon = connect::daemon(&conn).await?;
+            let path = daemon.apply_live(opts).await.map_err(connect::api_error)?;
+            txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
+        }
         Cmd::RefreshMd { force, change } => {
             if force {
                 opts.insert("force", Value::from(true));
@@ -544,6 +572,8 @@ async fn update(
         ("reboot", layer.reboot),
         ("download-only", layer.download_only),
         ("cache-only", layer.cache_only),
+        ("apply-live", layer.apply_live),
+        ("allow-replacement", layer.allow_replacement),
     ] {
         if on {
             opts.insert(k, Value::from(true));

@@ -126,6 +126,16 @@ pub fn render(deployments: &[Deployment], txns: &[TransactionInfo], last: &LastT
             }
             field("ReplacedBasePackages", &shown.join(", "));
         }
+        if d.live_replaced.is_some() {
+            let mut text = format!("{} added", d.live_packages_added.len());
+            if !d.live_packages_replaced.is_empty() {
+                text.push_str(&format!(", {} changed or removed", d.live_packages_replaced.len()));
+            }
+            if !d.live_packages_added.is_empty() {
+                text.push_str(&format!(" ({})", d.live_packages_added.join(" ")));
+            }
+            field("LiveDiff", &text);
+        }
         if !d.requested_packages.is_empty() {
             field("LayeredPackages", &d.requested_packages.join(" "));
         }

@@ -254,6 +254,8 @@ impl Layerd1 {
             reboot: o.bool("reboot")?,
             download_only: o.bool("download-only")?,
             cache_only: o.bool("cache-only")?,
+            apply_live: o.bool("apply-live")?,
+            allow_replacement: o.bool("allow-replacement")?,
             ..Default::default()
         };
         let client_id = o.string("client-id")?;
@@ -386,6 +388,26 @@ impl Layerd1 {
         o.finish()?;
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::RefreshMd { force }, caller, conn, server).await
+    }
+
+    async fn apply_live(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, ApiError> {
+        self.engine.touch();
+        let mut o = Options::new("ApplyLive", options);
+        let reset = o.bool("reset")?;
+        let allow_replacement = o.bool("allow-replacement")?;
+        let client_id = o.string("client-id")?;
+        o.finish()?;
+        if reset && allow_replacement {
+            return Err(ApiError::InvalidArgument("ApplyLive: \"reset\" and \"allow-replacement\" exclude each other".into()));
+        }
+        let caller = self.caller(conn, &header, client_id).await;
+        self.submit(Operation::ApplyLive { reset, allow_replacement }, caller, conn, server).await
     }
 
     async fn kernel_args(

@@ -42,6 +42,8 @@ pub enum Operation {
     Pin { index: u32, unpin: bool },
     /// Unlock the staged deployment with this checksum and reboot.
     Finalize { checksum: String },
+    /// Apply the staged deployment to the running system, or undo that (`reset`).
+    ApplyLive { reset: bool, allow_replacement: bool },
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
     Recover { interrupted: journal::Record },
 }
@@ -59,6 +61,9 @@ impl Operation {
             Operation::Pin { index, unpin: false } => format!("pin {index}"),
             Operation::Pin { index, unpin: true } => format!("pin --unpin {index}"),
             Operation::Finalize { checksum } => format!("finalize-deployment {checksum}"),
+            Operation::ApplyLive { reset: true, .. } => "apply-live --reset".into(),
+            Operation::ApplyLive { allow_replacement: true, .. } => "apply-live --allow-replacement".into(),
+            Operation::ApplyLive { .. } => "apply-live".into(),
             Operation::Recover { .. } => "recover interrupted transaction".into(),
         }
     }
@@ -372,7 +377,16 @@ impl Engine {
             match &op2 {
                 Operation::Rollback { .. } => rollback::run(&t, &path),
                 Operation::Cleanup(o) => cleanup::run(&t, &path, o, &repomd),
-                Operation::Layer(r) => layering::run(&t, &path, r, &settings),
+                // --apply-live: the staged deployment (new or already there) goes live too
+                Operation::Layer(r) => layering::run(&t, &path, r, &settings).and_then(|changed| {
+                    if r.opts.apply_live {
+                        crate::live::apply(&t, &path, r.opts.allow_replacement).map(|live| changed || live)
+                    } else {
+                        Ok(changed)
+                    }
+                }),
+                Operation::ApplyLive { reset: true, .. } => crate::live::reset(&t),
+                Operation::ApplyLive { allow_replacement, .. } => crate::live::apply(&t, &path, *allow_replacement),
                 Operation::RefreshMd { force } => layering::refresh_md(&t, &path, *force, &settings),
                 Operation::Kargs { edit, .. } => crate::kargs::run(&t, &path, edit),
                 Operation::Pin { index, unpin } => crate::finalize::pin(&t, &path, *index, *unpin),

@@ -519,6 +519,8 @@ fn package_options(o: Option<pb::PackageOptions>, change: &Option<pb::ChangeOpti
         force_replacefiles: o.force_replacefiles,
         download_only: o.download_only,
         cache_only: o.cache_only,
+        apply_live: o.apply_live,
+        allow_replacement: o.allow_replacement,
         reboot: change.as_ref().is_some_and(|c| c.reboot),
         ..Default::default()
     }
@@ -744,6 +746,18 @@ impl Layerd for Api {
         let peer = self.writer(&req, "Pin")?;
         let r = req.into_inner();
         self.run(Operation::Pin { index: r.index, unpin: r.unpin }, Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
+    type ApplyLiveStream = EventStream;
+
+    async fn apply_live(&self, req: Request<pb::ApplyLiveRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "ApplyLive")?;
+        let r = req.into_inner();
+        if r.reset && r.allow_replacement {
+            return Err(Status::invalid_argument("reset and allow_replacement exclude each other"));
+        }
+        let op = Operation::ApplyLive { reset: r.reset, allow_replacement: r.allow_replacement };
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {

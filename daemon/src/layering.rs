@@ -49,6 +49,10 @@ pub struct LayerOptions {
     pub preview: bool,
     /// Stage the deployment locked: a reboot does not apply it until `finalize-deployment`.
     pub lock_finalization: bool,
+    /// Also apply the staged deployment to the running system (`--apply-live`).
+    pub apply_live: bool,
+    /// With `apply_live`: files of running packages may be changed or removed live.
+    pub allow_replacement: bool,
 }
 
 /// A local RPM the client handed over (read and checked when the request came in).
@@ -151,6 +155,14 @@ impl LayerRequest {
             if set && o.reboot {
                 return Err(Error::InvalidArgument(format!("--reboot cannot be combined with {flag}: nothing would be applied by it")));
             }
+        }
+        for (set, flag) in [(o.check, "--check"), (o.preview, "--preview"), (o.download_only, "--download-only"), (o.dry_run, "--dry-run"), (o.lock_finalization, "--lock-finalization")] {
+            if set && o.apply_live {
+                return Err(Error::InvalidArgument(format!("--apply-live cannot be combined with {flag}")));
+            }
+        }
+        if o.allow_replacement && !o.apply_live {
+            return Err(Error::InvalidArgument("--allow-replacement only applies with --apply-live".into()));
         }
         let mut seen = HashSet::new();
         for i in self.install_local.iter().chain(&self.overrides.replace_local) {

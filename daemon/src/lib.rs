@@ -40,6 +40,7 @@ pub mod journal;
 pub mod kargs;
 pub mod kernel;
 pub mod layering;
+pub mod live;
 pub mod mtree;
 pub mod origin;
 pub mod reboot;

@@ -44,7 +44,7 @@ impl Action {
         match op {
             Operation::Layer(r) if !r.overrides.is_empty() => Action::Override,
             Operation::Layer(r) if r.base != crate::base::BaseChange::Keep => Action::Deploy,
-            Operation::Layer(_) => Action::Packages,
+            Operation::Layer(_) | Operation::ApplyLive { .. } => Action::Packages,
             Operation::Rollback { .. } => Action::Rollback,
             Operation::Cleanup(_) => Action::Cleanup,
             Operation::RefreshMd { .. } => Action::RepoRefresh,

@@ -112,6 +112,8 @@ fn deployment(
         .map(|o| crate::kargs::split_args(&o))
         .unwrap_or_default();
     let staged = d.is_staged();
+    // what `apply-live` put on the running system (only the booted deployment of `/` has it)
+    let live = if booted { crate::live::read_state().filter(|s| s.booted == d.csum().as_str()) } else { None };
     Ok(Deployment {
         id: deployment_id(d),
         osname: d.osname().to_string(),
@@ -154,6 +156,9 @@ fn deployment(
         regenerate_initramfs: false,
         initramfs_args: Vec::new(),
         kernel_arguments,
+        live_replaced: live.as_ref().map(|l| l.applied.clone()),
+        live_packages_added: live.as_ref().map(|l| l.added.clone()).unwrap_or_default(),
+        live_packages_replaced: live.map(|l| l.replaced).unwrap_or_default(),
     })
 }
 
@@ -191,6 +196,7 @@ pub fn fingerprint(sysroot: &Path) -> Fingerprint {
     if sysroot == Path::new("/") {
         add(Path::new("/run/ostree/staged-deployment"));
         add(Path::new(FINALIZATION_LOCK));
+        add(Path::new(crate::live::STATE));
     }
     Fingerprint(v)
 }

@@ -82,6 +82,11 @@ pub fn deployment(d: &Deployment) -> Value {
     put("regenerate-initramfs", json!(d.regenerate_initramfs));
     put("initramfs-args", json!(d.initramfs_args));
     put("kernel-arguments", json!(d.kernel_arguments));
+    if let Some(c) = &d.live_replaced {
+        put("live-replaced", json!(c));
+        put("live-packages-added", json!(d.live_packages_added));
+        put("live-packages-replaced", json!(d.live_packages_replaced));
+    }
     Value::Object(m)
 }
 

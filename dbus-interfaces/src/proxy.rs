@@ -35,6 +35,9 @@ pub trait Layerd1 {
     fn rebase(&self, refspec: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction deploying a given revision (checksum or version) of the current ref.
     fn deploy(&self, revision: &str, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Create a transaction applying the staged deployment to the running system ("reset":
+    /// undoing that).
+    fn apply_live(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction downloading repository metadata.
     fn refresh_md(&self, options: Options<'_>) -> Result<OwnedObjectPath, Error>;
     /// Create a transaction editing kernel arguments (a new deployment of the same tree).

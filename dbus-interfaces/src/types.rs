@@ -62,6 +62,13 @@ pub struct Deployment {
     pub initramfs_args: Vec<String>,
     /// Kernel arguments of the deployment's boot entry (layerd extension).
     pub kernel_arguments: Vec<String>,
+    /// Booted deployment only: the commit whose content is applied live on top of it
+    /// (`apply-live`), as rpm-ostree's `live-replaced`.
+    pub live_replaced: Option<String>,
+    /// Packages added live (NEVRAs).
+    pub live_packages_added: Vec<String>,
+    /// Packages changed or removed live (`--allow-replacement`).
+    pub live_packages_replaced: Vec<String>,
 }
 
 impl Deployment {

@@ -109,6 +109,10 @@ fn status_changes_busy_attach_cancel_and_errors() {
                 break;
             }
         }
+        // the staged deployment has the booted tree: nothing to apply live
+        let ev = collect(c.apply_live(pb::ApplyLiveRequest { options: opts(false), ..Default::default() }).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && result_of(&ev).unchanged, "{ev:?}");
+        assert!(messages(&ev).iter().any(|m| m.contains("Nothing to apply live")), "{ev:?}");
         // the same change again: unchanged
         let ev = collect(
             c.kernel_args(pb::KernelArgsRequest { options: opts(false), append_if_missing: vec!["grpc=1".into()], ..Default::default() })

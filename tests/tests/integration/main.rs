@@ -12,3 +12,4 @@ mod overrides;
 mod grpc;
 mod polkit;
 mod packaging;
+mod live;
