@@ -99,6 +99,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Before any thread exists (a mount namespace is per thread): on a booted system, a private
+    // mount namespace in which libostree may remount a read-only /sysroot (and /boot)
+    // read-write for its writes, as rpm-ostree and `ostree admin` do; host mounts still
+    // propagate in. The live /usr overlay of apply-live is made in PID 1's namespace.
+    if sysroot.path() == std::path::Path::new("/") && std::path::Path::new("/run/ostree-booted").exists() {
+        if let Err(e) = layerd::sysroot::enter_private_mount_namespace() {
+            log::warn!("no private mount namespace ({e}); a read-only /sysroot will not be writable");
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)

@@ -48,6 +48,10 @@ impl SysrootPath {
         } else {
             ostree::Sysroot::new(Some(&gio::File::for_path(&self.0)))
         };
+        if PRIVATE_MOUNT_NS.load(std::sync::atomic::Ordering::SeqCst) {
+            // libostree may then remount /sysroot read-write when it writes
+            sysroot.set_mount_namespace_in_use();
+        }
         sysroot
             .load(cancellable)
             .map_err(|e| Error::Sysroot(format!("loading the sysroot {}: {e}", self.0.display())))?;
@@ -130,4 +134,24 @@ pub fn deployment_id(d: &ostree::Deployment) -> String {
 /// Whether two deployment handles name the same deployment.
 pub fn same_deployment(a: &ostree::Deployment, b: &ostree::Deployment) -> bool {
     a.osname() == b.osname() && a.csum() == b.csum() && a.deployserial() == b.deployserial()
+}
+
+static PRIVATE_MOUNT_NS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Move the (still single-threaded) process into a mount namespace of its own, receiving the
+/// host's mounts (slave propagation) but keeping its own (libostree's read-write remount of
+/// /sysroot) private. Call before starting any thread.
+pub fn enter_private_mount_namespace() -> std::io::Result<()> {
+    // SAFETY: plain system calls with valid arguments; no other thread exists yet.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let root = c"/";
+        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    PRIVATE_MOUNT_NS.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }
