@@ -112,7 +112,7 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::json!({ "deployments": list }));
         }
         Cmd::CheckUpgrade => {
-            let req = pb::UpgradeRequest { check_only: true, options: Some(pb::ChangeOptions { wait: true, client_id: "controller-example".into(), ..Default::default() }), ..Default::default() };
+            let req = pb::UpgradeRequest { check_only: true, options: Some(pb::ChangeOptions { wait: Some(true), client_id: "controller-example".into(), ..Default::default() }), ..Default::default() };
             let (_, r) = follow(api.upgrade(req).await?.into_inner()).await?;
             println!("{}", serde_json::json!({ "update-available": r.success && !r.unchanged, "error": r.error_message }));
         }
@@ -121,7 +121,7 @@ async fn main() -> Result<()> {
             let mut watch = api.watch_status(pb::WatchStatusRequest {}).await?.into_inner();
             let req = pb::RebaseRequest {
                 target: image.clone(),
-                options: Some(pb::ChangeOptions { wait: true, client_id: "controller-example".into(), ..Default::default() }),
+                options: Some(pb::ChangeOptions { wait: Some(true), client_id: "controller-example".into(), ..Default::default() }),
                 ..Default::default()
             };
             let (txn, result) = follow(api.rebase(req).await?.into_inner()).await?;

@@ -249,6 +249,11 @@ impl Engine {
     /// request identical to one already created, queued or running joins it: the caller gets
     /// that transaction back and is counted among the peers waiting for it.
     pub fn create(&self, op: Operation, caller: Caller) -> Result<Arc<Transaction>> {
+        self.create_or_join(op, caller).map(|(t, _)| t)
+    }
+
+    /// [`Engine::create`], also saying whether an identical transaction was joined.
+    pub fn create_or_join(&self, op: Operation, caller: Caller) -> Result<(Arc<Transaction>, bool)> {
         op.validate()?;
         self.touch();
         self.refuse_if_stopping()?;
@@ -256,7 +261,7 @@ impl Engine {
         if let Some((t, _)) = txns.values().find(|(t, o)| *o == op && !t.state().is_finished() && !t.is_cancelled()) {
             log::info!("txn {} ({}): joined by {}", t.id, t.title, caller.describe());
             t.add_owner(&caller.sender);
-            return Ok(t.clone());
+            return Ok((t.clone(), true));
         }
         let n = self.next_id.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}_{n}", self.epoch);
@@ -264,7 +269,7 @@ impl Engine {
         txns.insert(id, (txn.clone(), op));
         drop(txns);
         self.txn_changes.send_modify(|n| *n += 1);
-        Ok(txn)
+        Ok((txn, false))
     }
 
     /// A transaction by id: created, queued, running, or finished within the result lifetime.

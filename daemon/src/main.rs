@@ -158,7 +158,8 @@ async fn run(args: Args, file: layerd::config::FileConfig, sysroot: SysrootPath)
     // gRPC clients cannot start layerd again unless systemd holds the socket (layerd.socket):
     // listeners layerd opens itself keep it running
     let activated = layerd::grpc::activated_socket();
-    if activated.is_none() && (grpc.socket.is_some() || grpc.tcp.is_some()) && !idle_exit.is_zero() {
+    // (a TCP listener is never socket-activated: it keeps layerd running too)
+    if ((activated.is_none() && grpc.socket.is_some()) || grpc.tcp.is_some()) && !idle_exit.is_zero() {
         log::info!("gRPC listeners opened by layerd itself: idle exit disabled");
         idle_exit = Duration::ZERO;
     }

@@ -41,7 +41,7 @@ async fn client(h: &VirtualHost) -> LayerdClient<Channel> {
 }
 
 fn opts(wait: bool) -> Option<pb::ChangeOptions> {
-    Some(pb::ChangeOptions { wait, client_id: "grpc-test".into(), ..Default::default() })
+    Some(pb::ChangeOptions { wait: Some(wait), client_id: "grpc-test".into(), ..Default::default() })
 }
 
 /// Events of a stream until it ends.
@@ -179,6 +179,9 @@ fn status_changes_busy_attach_cancel_and_errors() {
         assert!(messages(&seen).iter().any(|m| m.contains("Running %post")), "the attached stream replays the history");
         let rest = collect(slow).await;
         assert_eq!(result_of(&rest).error_name, "Cancelled");
+        // resuming after the last event of a finished transaction gives its result, and ends
+        let resumed = collect(other.watch_transaction(pb::WatchTransactionRequest { transaction_id: started.id.clone(), since: 10_000 }).await.unwrap().into_inner()).await;
+        assert_eq!(result_of(&resumed).error_name, "Cancelled", "{resumed:?}");
         let after = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
         assert!(after.deployments[0].requested_local_packages.is_empty(), "a cancelled change leaves nothing: {after:?}");
         assert_eq!(after.last_transaction.unwrap().state, "cancelled");
