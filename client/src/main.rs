@@ -62,17 +62,13 @@ struct BaseOpts {
 
 impl BaseOpts {
     fn apply<'a>(&self, opts: &mut HashMap<&'a str, Value<'a>>) {
-        for (k, on) in [
+        set_flags(opts, &[
             ("reboot", self.reboot),
             ("check", self.check),
             ("preview", self.preview),
             ("download-only", self.download_only),
             ("lock-finalization", self.lock_finalization),
-        ] {
-            if on {
-                opts.insert(k, Value::from(true));
-            }
-        }
+        ]);
     }
 }
 
@@ -370,11 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             if !(pending || rollback || base || repomd) {
                 anyhow::bail!("cleanup needs at least one of -p/--pending, -r/--rollback, -b/--base, -m/--repomd");
             }
-            for (k, on) in [("pending", pending), ("rollback", rollback), ("base", base), ("repomd", repomd)] {
-                if on {
-                    opts.insert(k, Value::from(true));
-                }
-            }
+            set_flags(&mut opts, &[("pending", pending), ("rollback", rollback), ("base", base), ("repomd", repomd)]);
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.cleanup(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
@@ -433,11 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
         Cmd::ApplyLive { reset, allow_replacement, change } => {
-            for (k, on) in [("reset", reset), ("allow-replacement", allow_replacement)] {
-                if on {
-                    opts.insert(k, Value::from(true));
-                }
-            }
+            set_flags(&mut opts, &[("reset", reset), ("allow-replacement", allow_replacement)]);
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.apply_live(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
@@ -471,11 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     opts.insert(k, Value::from(v));
                 }
             }
-            for (k, on) in [("import-proc-cmdline", import_proc_cmdline), ("reboot", reboot)] {
-                if on {
-                    opts.insert(k, Value::from(true));
-                }
-            }
+            set_flags(&mut opts, &[("import-proc-cmdline", import_proc_cmdline), ("reboot", reboot)]);
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.kernel_args(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
@@ -564,7 +548,7 @@ async fn update(
     if all {
         modifiers.insert("uninstall-all", Value::from(true));
     }
-    for (k, on) in [
+    set_flags(&mut opts, &[
         ("dry-run", layer.dry_run),
         ("idempotent", layer.idempotent),
         ("allow-inactive", layer.allow_inactive),
@@ -574,11 +558,7 @@ async fn update(
         ("cache-only", layer.cache_only),
         ("apply-live", layer.apply_live),
         ("allow-replacement", layer.allow_replacement),
-    ] {
-        if on {
-            opts.insert(k, Value::from(true));
-        }
-    }
+    ]);
     let fds: Vec<zbus::zvariant::Fd<'_>> = files.iter().map(zbus::zvariant::Fd::from).collect();
     let daemon = connect::daemon(conn).await?;
     let path = daemon.update_deployment(modifiers, fds, opts).await.map_err(connect::api_error)?;
@@ -607,4 +587,13 @@ async fn cancel(conn: &zbus::Connection, id: Option<String>) -> anyhow::Result<u
     proxy.cancel().await.map_err(connect::api_error)?;
     println!("Cancelled {} ({}, started by {})", t.title, t.id, t.client);
     Ok(0)
+}
+
+/// Put the flags that are on into a D-Bus options dictionary as `true`.
+fn set_flags<'a>(opts: &mut HashMap<&'a str, Value<'a>>, flags: &[(&'a str, bool)]) {
+    for &(k, on) in flags {
+        if on {
+            opts.insert(k, Value::from(true));
+        }
+    }
 }

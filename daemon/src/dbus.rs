@@ -139,6 +139,20 @@ impl Options {
     }
 }
 
+/// The caller's unique bus name and uid (asked from the bus; `u32::MAX` if it cannot say).
+async fn sender_and_uid(conn: &Connection, header: &Header<'_>) -> (String, u32) {
+    let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+    let mut uid = u32::MAX;
+    if let Some(s) = header.sender() {
+        if let Ok(proxy) = fdo::DBusProxy::new(conn).await {
+            if let Ok(u) = proxy.get_connection_unix_user(s.clone().into()).await {
+                uid = u;
+            }
+        }
+    }
+    (sender, uid)
+}
+
 /// `org.layerd.Layerd1` at `/org/layerd/Layerd1`.
 pub struct Layerd1 {
     engine: Arc<Engine>,
@@ -150,15 +164,7 @@ impl Layerd1 {
     }
 
     async fn caller(&self, conn: &Connection, header: &Header<'_>, client_id: Option<String>) -> Caller {
-        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        let mut uid = u32::MAX;
-        if let Some(s) = header.sender() {
-            if let Ok(proxy) = fdo::DBusProxy::new(conn).await {
-                if let Ok(u) = proxy.get_connection_unix_user(s.clone().into()).await {
-                    uid = u;
-                }
-            }
-        }
+        let (sender, uid) = sender_and_uid(conn, header).await;
         Caller { sender, uid, client_id: client_id.unwrap_or_default() }
     }
 
@@ -571,15 +577,7 @@ impl TransactionObject {
 
     /// Cancel: for its starter (same user), root, or whom polkit grants the cancel action.
     async fn cancel(&self, #[zbus(header)] header: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<(), ApiError> {
-        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        let mut uid = u32::MAX;
-        if let Some(s) = header.sender() {
-            if let Ok(proxy) = fdo::DBusProxy::new(conn).await {
-                if let Ok(u) = proxy.get_connection_unix_user(s.clone().into()).await {
-                    uid = u;
-                }
-            }
-        }
+        let (sender, uid) = sender_and_uid(conn, &header).await;
         let starter = uid != u32::MAX && uid == self.txn.caller.uid;
         if !starter {
             crate::polkit::authorize(conn, &sender, uid, crate::polkit::Action::Cancel).await?;

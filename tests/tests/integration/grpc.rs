@@ -224,16 +224,7 @@ fn peer_credentials_decide_who_may_change_things() {
     let h = grpc_host("grpc-peers", &["--grpc-group".into(), "4242".into()]);
     let sock = socket(&h);
     // the harness's directories must let another user reach the socket
-    let mut p = sock.parent().map(Path::to_path_buf);
-    while let Some(d) = p {
-        if d == Path::new("/") {
-            break;
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
-        p = d.parent().map(Path::to_path_buf);
-    }
+    traversable(&sock);
     let s = sock.display().to_string();
     // anyone may read
     let o = controller_as(65534, &["--socket", &s, "status"]);

@@ -2,26 +2,11 @@
 //! with layerd's shipped actions; non-root callers read freely, are stopped by the bus when
 //! they are not in the layerd group, and are decided by polkit when they are.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use layerd_tests::VirtualHost;
 
 use crate::common::*;
-
-/// Let other users reach `path` (the harness's directories are root's).
-fn traversable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut p = path.parent().map(Path::to_path_buf);
-    while let Some(d) = p {
-        if d == Path::new("/") {
-            break;
-        }
-        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
-        p = d.parent().map(Path::to_path_buf);
-    }
-}
 
 /// `layerctl` as uid/gid (no supplementary groups).
 fn layerctl_as(h: &VirtualHost, uid: u32, gid: u32, args: &[&str]) -> Output {
