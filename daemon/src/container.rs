@@ -277,11 +277,37 @@ fn import_unchecked(txn: &Transaction, repo: &ostree::Repo, imgref: &OstreeImage
         }
     };
     handle.block_on(async {
+        tokio::pin!(work);
         tokio::select! {
-            r = work => r,
-            _ = cancel => Err(Error::Cancelled),
+            r = &mut work => r,
+            _ = cancel => {
+                // stop the transfer at its source, then let the importer unwind: its tasks
+                // write into the repository, and nothing may still do so once this transaction
+                // aborts (or the next one starts)
+                kill_image_proxies();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(120), &mut work).await;
+                Err(Error::Cancelled)
+            }
         }
     })
+}
+
+/// Kill the image proxies (skopeo) this process started.
+fn kill_image_proxies() {
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid …": comm may hold spaces, so split after the last ')'
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if comm == "skopeo" && ppid == Some(me) {
+            // SAFETY: sending a signal to a child process of ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ impl Layerd1 {
             reset_all: override_reset_all,
         };
         let install_local = install_local.into_iter().map(|(_, p)| p).collect();
-        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, base: BaseChange::Keep, overrides, opts };
+        let req = LayerRequest { install_local, install: repo_pkgs, uninstall, uninstall_all, base: BaseChange::Keep, overrides, kargs: None, opts };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
     }

@@ -385,7 +385,16 @@ impl Engine {
                 // --apply-live: the staged deployment (new or already there) goes live too
                 Operation::Layer(r) => layering::run(&t, &path, r, &settings).and_then(|changed| {
                     if r.opts.apply_live {
-                        crate::live::apply(&t, &path, r.opts.allow_replacement).map(|live| changed || live)
+                        crate::live::apply(&t, &path, r.opts.allow_replacement).map(|live| changed || live).map_err(|e| {
+                            // the change itself is staged; say so beside why it is not live
+                            let staged = if changed { "the new deployment is staged (it applies at the next reboot), but not live: " } else { "" };
+                            match e {
+                                Error::InvalidState(m) => Error::InvalidState(format!("{staged}{m}")),
+                                Error::InvalidArgument(m) => Error::InvalidArgument(format!("{staged}{m}")),
+                                Error::Failed(m) => Error::Failed(format!("{staged}{m}")),
+                                other => other,
+                            }
+                        })
                     } else {
                         Ok(changed)
                     }

@@ -841,6 +841,56 @@ impl Layerd for Api {
         self.run(Operation::Pin { index: r.index, unpin: r.unpin }, Self::caller(&peer, &r.options), wait(&r.options)).await
     }
 
+    type ApplyStream = EventStream;
+
+    async fn apply(&self, req: Request<pb::ApplyRequest>) -> Result<Response<EventStream>, Status> {
+        let peer = self.writer(&req, "Apply")?;
+        let r = req.into_inner();
+        let snap = self.engine.snapshot().await.map_err(status_of)?;
+        // the deployment changes start from: the pending one if any, else the booted one
+        let current = snap
+            .deployments
+            .iter()
+            .find(|d| d.booted)
+            .and_then(|b| snap.deployments.iter().find(|d| d.osname == b.osname))
+            .or(snap.deployments.first())
+            .ok_or_else(|| Status::failed_precondition("the node has no deployment"))?;
+        let base = match r.base.as_str() {
+            "" => BaseChange::Keep,
+            b if Some(b) == current.container_image_reference.as_deref() || Some(b) == current.origin.as_deref() => BaseChange::Keep,
+            b => BaseChange::Rebase { refspec: b.to_string(), revision: None },
+        };
+        let (install, uninstall) = match &r.packages {
+            None => (Vec::new(), Vec::new()),
+            Some(set) => {
+                if let Some(bad) = set.names.iter().find(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+                    return Err(Status::invalid_argument(format!("packages.names: {bad:?} is not a package name")));
+                }
+                let have = &current.requested_packages;
+                (
+                    set.names.iter().filter(|n| !have.contains(n)).cloned().collect(),
+                    have.iter().filter(|n| !set.names.contains(n)).cloned().collect(),
+                )
+            }
+        };
+        // always stated (an empty edit when not asked for): the request is declarative, so
+        // "already like this" is an answer, not an error
+        let kargs = Some(match &r.kernel_arguments {
+            None => KargsEdit::default(),
+            Some(want) => {
+                let have: Vec<String> = current.kernel_arguments.iter().filter(|a| !a.starts_with("ostree=")).cloned().collect();
+                KargsEdit {
+                    delete: have.iter().filter(|a| !want.args.contains(a)).cloned().collect(),
+                    append: want.args.iter().filter(|a| !have.contains(a) && !a.starts_with("ostree=")).cloned().collect(),
+                    ..Default::default()
+                }
+            }
+        });
+        let opts = LayerOptions { dry_run: r.dry_run, reboot: reboot(&r.options), ..Default::default() };
+        let request = LayerRequest { install, uninstall, base, kargs, opts, ..Default::default() };
+        self.run(Operation::Layer(request), Self::caller(&peer, &r.options), wait(&r.options)).await
+    }
+
     type ApplyLiveStream = EventStream;
 
     async fn apply_live(&self, req: Request<pb::ApplyLiveRequest>) -> Result<Response<EventStream>, Status> {

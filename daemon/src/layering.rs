@@ -84,6 +84,8 @@ pub struct LayerRequest {
     pub base: BaseChange,
     /// Base package overrides to add or reset.
     pub overrides: OverrideChange,
+    /// Kernel argument edits staged with the same deployment (the declarative gRPC `Apply`).
+    pub kargs: Option<crate::kargs::KargsEdit>,
     pub opts: LayerOptions,
 }
 
@@ -104,6 +106,9 @@ impl LayerRequest {
             parts.push("--preview".into());
         }
         parts.extend(self.overrides.title());
+        if let Some(k) = &self.kargs {
+            parts.push(k.title());
+        }
         if self.uninstall_all {
             parts.push("uninstall --all".to_string());
         }
@@ -128,8 +133,14 @@ impl LayerRequest {
             && !self.uninstall_all
             && self.base == BaseChange::Keep
             && self.overrides.is_empty()
+            // a declarative request (kargs stated, maybe as "no edit") is never "nothing to do":
+            // it answers "unchanged"
+            && self.kargs.is_none()
         {
             return Err(Error::InvalidArgument("nothing to do: name packages to install or uninstall".into()));
+        }
+        if let Some(k) = &self.kargs {
+            k.validate()?;
         }
         for n in self.overrides.remove.iter().chain(&self.overrides.reset) {
             if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
@@ -465,9 +476,29 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
             // a deployment another tool built from the same request counts as built
             source_digest.as_deref().is_none_or(|d| d == digest)
         };
-    if unchanged {
+    // kernel arguments of the new deployment (edited by the request, else the source's)
+    let kargs_now: Vec<String> = deploy::kargs_of(&source).into_iter().filter(|a| !a.starts_with("ostree=")).collect();
+    let kargs = match &req.kargs {
+        Some(e) => crate::kargs::apply(&kargs_now, e)?.into_iter().filter(|a| !a.starts_with("ostree=")).collect(),
+        None => kargs_now.clone(),
+    };
+    let kargs_changed = kargs != kargs_now;
+    if unchanged && !kargs_changed {
         // the result says "unchanged"; clients print "No change."
         return Ok(false);
+    }
+    if kargs_changed {
+        txn.message(format!("Kernel arguments: {}", kargs.join(" ")));
+    }
+    if unchanged {
+        // only the kernel arguments change: the same tree, a new boot entry
+        if req.opts.dry_run {
+            txn.message("Dry run: nothing changed");
+            return Ok(false);
+        }
+        let origin = deploy::copy_origin(&origin_kf)?;
+        deploy::stage(txn, &locked, &osname, source.csum().as_str(), &origin, &kargs)?;
+        return Ok(true);
     }
 
     for r in &removed {
@@ -597,7 +628,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     // the lock exists before the deployment is staged, so no shutdown in between finalizes it
     let created_lock = req.opts.lock_finalization && !std::path::Path::new(crate::finalize::LOCK).exists();
     let res = if req.opts.lock_finalization { crate::finalize::lock_staged() } else { Ok(()) }
-        .and_then(|()| deploy::stage(txn, &locked, &osname, &commit, &new_origin, &deploy::kargs_of(&source)));
+        .and_then(|()| deploy::stage(txn, &locked, &osname, &commit, &new_origin, &kargs));
     match &res {
         Ok(()) if req.opts.lock_finalization => txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`"),
         Err(_) if created_lock => {

@@ -149,7 +149,7 @@ fn added_under(changes: &[Change], layer: &Path, prefix: &str) -> Vec<String> {
         let Change::Added(p) = c else { continue };
         if p.starts_with(&format!("{prefix}/")) || p == prefix || prefix.starts_with(&format!("{p}/")) {
             let start = if p.len() >= prefix.len() { p.as_str() } else { prefix };
-            let mut stack = vec![layer.join(start.trim_start_matches("usr/"))];
+            let mut stack = vec![layer.join(start.strip_prefix("usr/").unwrap_or(start))];
             while let Some(d) = stack.pop() {
                 match std::fs::symlink_metadata(&d) {
                     Ok(m) if m.is_dir() => {
@@ -172,6 +172,37 @@ fn added_under(changes: &[Change], layer: &Path, prefix: &str) -> Vec<String> {
     out
 }
 
+/// Copy a directory's SELinux label (the top layer's directory attributes are what the overlay
+/// shows, so a layer directory must look like the one it covers).
+fn copy_dir_attrs(from: &Path, to: &Path) {
+    let mut buf = vec![0u8; 1024];
+    if let Ok(n) = rustix::fs::getxattr(from, "security.selinux", &mut buf) {
+        let _ = rustix::fs::setxattr(to, "security.selinux", &buf[..n], rustix::fs::XattrFlags::empty());
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Ok(m) = std::fs::metadata(from) {
+        let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(m.mode() & 0o7777));
+    }
+}
+
+/// The mounts on /usr in the host's mount namespace, oldest first: whether each is a live layer.
+fn usr_mounts() -> Vec<bool> {
+    std::fs::read_to_string("/proc/1/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            (f.get(4) == Some(&"/usr")).then(|| f.get(dash + 1) == Some(&"overlay") && f.get(dash + 2) == Some(&"layerd-live"))
+        })
+        .collect()
+}
+
+/// How many live overlays sit on /usr.
+fn live_mounts_on_usr() -> usize {
+    usr_mounts().into_iter().filter(|live| *live).count()
+}
+
 /// Create the directories above `rel` in the layer with the owner and mode the running `/usr`
 /// gives them (the top layer's directory attributes are what the overlay shows).
 fn ensure_parents(layer: &Path, rel: &str) -> Result<()> {
@@ -189,6 +220,7 @@ fn ensure_parents(layer: &Path, rel: &str) -> Result<()> {
         if let Ok(m) = std::fs::metadata(&running) {
             std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(m.mode() & 0o7777)).with_context(|| format!("chmod {}", cur.display()))?;
             let _ = std::os::unix::fs::chown(&cur, Some(m.uid()), Some(m.gid()));
+            copy_dir_attrs(&running, &cur);
         }
     }
     Ok(())
@@ -209,6 +241,13 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     }
     let (bc, sc) = (booted.csum().to_string(), staged.csum().to_string());
     let previous = read_state().filter(|s| s.booted == bc);
+    // mounts and state must agree before anything is stacked on them
+    let mounted = live_mounts_on_usr();
+    if mounted != previous.as_ref().map_or(0, |s| s.layers.len()) {
+        return Err(Error::InvalidState(format!(
+            "/usr has {mounted} live overlay(s) but the live state says otherwise (an interrupted apply-live?); run `layerctl apply-live --reset` first"
+        )));
+    }
     if previous.as_ref().is_some_and(|s| s.applied == sc) {
         txn.message("The staged deployment is already applied live");
         return Ok(false);
@@ -226,10 +265,22 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     txn.task("Comparing the booted and the staged tree", || diff(&usr(&old)?, &usr(&new)?, "usr", &mut changes))?;
     let (etc, usr_changes): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| c.path().starts_with("usr/etc/") || c.path() == "usr/etc");
     if usr_changes.is_empty() && etc.is_empty() {
+        if previous.is_some() {
+            // back to the booted content: the live overlay goes
+            drop(locked);
+            return reset(txn);
+        }
         txn.message("Nothing to apply live: the staged tree is the booted one");
         return Ok(false);
     }
-    let replacing: Vec<&Change> = usr_changes.iter().filter(|c| !matches!(c, Change::Added(_)) && !is_rpmdb(c.path())).collect();
+    let mut replacing: Vec<Change> = usr_changes.iter().filter(|c| !matches!(c, Change::Added(_)) && !is_rpmdb(c.path())).cloned().collect();
+    // what is live already counts as running: changing it is a replacement too
+    if let Some(prev) = &previous {
+        let live = ostree::MutableTree::from_commit(&repo, &prev.applied).with_context(|| format!("opening {}", prev.applied))?;
+        let mut since = Vec::new();
+        diff(&usr(&live)?, &usr(&new)?, "usr", &mut since)?;
+        replacing.extend(since.into_iter().filter(|c| !matches!(c, Change::Added(_)) && !is_rpmdb(c.path()) && !c.path().starts_with("usr/etc")));
+    }
 
     // packages, for messages and status
     let scratch = crate::build::Scratch::new(path.path(), &format!("{}-live", txn.id))?;
@@ -248,7 +299,7 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     }
     if !replacing.is_empty() && !allow_replacement {
         let what = if replaced.is_empty() {
-            let files: Vec<&str> = replacing.iter().take(5).map(|c| c.path()).collect();
+            let files: Vec<&str> = replacing.iter().take(5).map(Change::path).collect();
             format!("files of the running system would be changed or removed: /{}{}", files.join(", /"), if replacing.len() > 5 { ", …" } else { "" })
         } else {
             format!("packages would be changed or removed: {}", replaced.join(", "))
@@ -260,15 +311,17 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     // the layer: complete before anything is mounted
     std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
     let n = previous.as_ref().map_or(0, |s| s.layers.len());
-    let layer = PathBuf::from(format!("{DIR}/layer-{}-{n}", &sc[..12]));
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let layer = PathBuf::from(format!("{DIR}/layer-{}-{n}-{stamp}", &sc[..12]));
     if layer.exists() {
         std::fs::remove_dir_all(&layer).with_context(|| format!("removing {}", layer.display()))?;
     }
     std::fs::create_dir_all(&layer).with_context(|| format!("creating {}", layer.display()))?;
+    copy_dir_attrs(Path::new("/usr"), &layer);
     let built = txn.task("Preparing the live layer", || -> Result<()> {
         for c in &usr_changes {
             txn.check_cancelled()?;
-            let rel = c.path().trim_start_matches("usr/");
+            let rel = c.path().strip_prefix("usr/").unwrap_or(c.path());
             let dest = layer.join(rel);
             ensure_parents(&layer, rel)?;
             match c {
@@ -332,7 +385,11 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     state.added = added.clone();
     state.replaced = replaced.clone();
     state.layers.push(layer.display().to_string());
-    write_state(&state)?;
+    if let Err(e) = write_state(&state) {
+        // no state, no overlay: what status cannot show must not be mounted
+        let _ = host_mount_ns(&["umount", "--lazy", "/usr"]);
+        return Err(e);
+    }
     txn.message(format!(
         "Applied live: {} package{} added{}",
         added.len(),
@@ -348,7 +405,7 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     let mut etc_added = 0;
     for c in &etc {
         let Change::Added(p) = c else { continue };
-        let dest = etc_root.join(p.trim_start_matches("usr/etc/"));
+        let dest = etc_root.join(p.strip_prefix("usr/etc/").unwrap_or(p));
         if dest.symlink_metadata().is_ok() {
             continue;
         }
@@ -359,12 +416,25 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
             ..Default::default()
         };
         let Some(parent) = dest.parent() else { continue };
-        let target = match mtree::lookup(&new, p)? {
-            mtree::Entry::Dir(_) => dest.clone(),
-            _ => parent.to_path_buf(),
-        };
         let _ = std::fs::create_dir_all(parent);
-        match repo.checkout_at(Some(&opts), libc::AT_FDCWD, &target, &sc, Some(txn.cancellable())) {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // checked out beside its place, then renamed in: never half there
+        let tmp = parent.join(format!(".layerd-live-{name}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let is_dir = matches!(mtree::lookup(&new, p)?, mtree::Entry::Dir(_));
+        let target = tmp.clone();
+        if !is_dir {
+            let _ = std::fs::create_dir_all(&tmp);
+        }
+        let done = repo
+            .checkout_at(Some(&opts), libc::AT_FDCWD, &target, &sc, crate::gio::Cancellable::NONE)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let from = if is_dir { tmp.clone() } else { tmp.join(&name) };
+                std::fs::rename(&from, &dest).map_err(|e| e.to_string())
+            });
+        let _ = std::fs::remove_dir_all(&tmp);
+        match done {
             Ok(()) => etc_added += 1,
             Err(e) => txn.message(format!("Not copied to /etc: {}: {e}", dest.display())),
         }
@@ -393,24 +463,36 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     Ok(true)
 }
 
-/// `apply-live --reset`: back to the booted tree (the live overlays are unmounted).
+/// `apply-live --reset`: back to the booted tree (the live overlays are unmounted). Works
+/// from the mounts themselves, so an interrupted apply or a stale state is cleaned up too.
 pub fn reset(txn: &Transaction) -> Result<bool> {
-    let Some(state) = read_state() else {
+    let state = read_state();
+    let mounted = live_mounts_on_usr();
+    if state.is_none() && mounted == 0 {
         txn.message("Nothing is applied live");
         return Ok(false);
-    };
-    // lazily: processes that opened live files keep them until they close them (a running
-    // tool is not killed), everything else sees the booted tree at once
-    for _ in &state.layers {
+    }
+    // only our overlays: each umount takes the top one, checked to be a live layer first;
+    // lazily, so processes that opened live files keep them until they close them
+    for _ in 0..mounted {
+        // the top /usr mount must be a live layer: never unmount what someone else put there
+        if usr_mounts().last() != Some(&true) {
+            break;
+        }
         host_mount_ns(&["umount", "--lazy", "/usr"])?;
     }
     let base = format!("{DIR}/base");
-    host_mount_ns(&["umount", "--lazy", &base])?;
-    for l in &state.layers {
-        let _ = std::fs::remove_dir_all(l);
+    let _ = host_mount_ns(&["umount", "--lazy", &base]);
+    if let Ok(rd) = std::fs::read_dir(DIR) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("layer-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
-    std::fs::remove_file(STATE).with_context(|| format!("removing {STATE}"))?;
-    txn.message(format!("Reset: /usr is the booted tree again ({} package{} no longer live)", state.added.len(), if state.added.len() == 1 { "" } else { "s" }));
+    let _ = std::fs::remove_file(STATE);
+    let n = state.map_or(0, |s| s.added.len());
+    txn.message(format!("Reset: /usr is the booted tree again ({n} package{} no longer live)", if n == 1 { "" } else { "s" }));
     Ok(true)
 }
 

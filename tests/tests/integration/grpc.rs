@@ -307,3 +307,54 @@ fn example_controller_rebases_a_node_to_an_image() {
     assert_eq!(s["deployments"][0]["checksum"], report["checksum"]);
     assert_eq!(s["deployments"][0]["container-image-reference"], image);
 }
+
+#[test]
+fn declarative_apply_is_idempotent() {
+    let h = grpc_host("grpc-apply", &[]);
+    let repo = layerd_tests::yumrepo::YumRepo::create(
+        &h.dir.join("yumrepo"),
+        &[RpmSpec::new("htop", "3.2").entry(Entry::file("/usr/bin/htop", "#!/bin/sh\necho htop\n", 0o755))],
+    )
+    .unwrap();
+    let httpd = layerd_tests::httpd::Httpd::serve(&repo.dir).unwrap();
+    let text = layerd_tests::yumrepo::repo_file("tools", &httpd.url(), "");
+    h.exec_ok(&["sh", "-c", &format!("mkdir -p /etc/yum.repos.d && printf '%s' '{text}' > /etc/yum.repos.d/tools.repo")]).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut c = client(&h).await;
+        let now = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        let mut want_args = now.deployments[0].kernel_arguments.clone();
+        want_args.retain(|a| !a.starts_with("ostree="));
+        want_args.push("mitigations=off".into());
+        let desired = |dry_run: bool, names: &[&str]| pb::ApplyRequest {
+            options: opts(false),
+            dry_run,
+            base: String::new(),
+            packages: Some(pb::PackageSet { names: names.iter().map(|n| n.to_string()).collect() }),
+            kernel_arguments: Some(pb::ArgumentList { args: want_args.clone() }),
+        };
+        // what would change, changing nothing
+        let ev = collect(c.apply(desired(true, &["htop"])).await.unwrap().into_inner()).await;
+        let m = messages(&ev);
+        assert!(m.iter().any(|m| m == "Requested: htop") && m.iter().any(|m| m.contains("mitigations=off")), "{m:?}");
+        assert_eq!(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments.len(), 1);
+        // applied in one transaction
+        let ev = collect(c.apply(desired(false, &["htop"])).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && !result_of(&ev).unchanged, "{ev:?}");
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(s.deployments[0].requested_packages, ["htop"]);
+        assert!(s.deployments[0].kernel_arguments.contains(&"mitigations=off".to_string()), "{s:?}");
+        // the node already looks like this
+        let ev = collect(c.apply(desired(false, &["htop"])).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && result_of(&ev).unchanged, "{ev:?}");
+        // nothing layered any more; the kernel arguments stay as stated
+        let ev = collect(c.apply(desired(false, &[])).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && !result_of(&ev).unchanged, "{ev:?}");
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        assert!(s.deployments[0].requested_packages.is_empty(), "{s:?}");
+        assert!(s.deployments[0].kernel_arguments.contains(&"mitigations=off".to_string()), "{s:?}");
+        let e = c.apply(pb::ApplyRequest { packages: Some(pb::PackageSet { names: vec!["a b".into()] }), ..Default::default() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("packages.names"), "{e:?}");
+    });
+}

@@ -54,6 +54,16 @@ fn apply_live_adds_now_refuses_replacements_resets_and_reboots() {
     assert!(text.contains("LiveDiff: 1 added (livetool-1-1.x86_64)"), "{text}");
     let again = h.layerctl(&["apply-live", "--unchanged-exit-77"]).unwrap();
     assert_eq!(again.status.code(), Some(77), "{}{}", stdout(&again), stderr(&again));
+    // a second package on top of the first live one
+    let second = RpmSpec::new("livetool2", "1").entry(Entry::file("/usr/bin/livetool2", "#!/bin/sh\necho live2\n", 0o755)).write(&dir).unwrap();
+    h.layerctl_ok(&["install", "--apply-live", second.to_str().unwrap()]).unwrap();
+    assert_eq!(h.exec_ok(&["livetool2"]).unwrap(), "live2\n");
+    assert_eq!(h.exec_ok(&["livetool"]).unwrap(), "live\n");
+    // dropping it again changes what runs: refused live unless allowed
+    let e = h.layerctl(&["uninstall", "-A", "livetool2"]).unwrap();
+    assert!(stderr(&e).contains("/usr/bin/livetool2") && stderr(&e).contains("--allow-replacement"), "{}", stderr(&e));
+    h.layerctl_ok(&["apply-live", "--allow-replacement"]).unwrap();
+    assert!(!h.exec(&["livetool2"]).unwrap().status.success(), "removed live");
 
     // a new base changes running packages: refused live unless allowed
     h.publish(&OsSpec::new("2.0")).unwrap();
