@@ -51,7 +51,12 @@ fn split(refspec: &str) -> (Option<&str>, &str) {
 
 /// The full refspec a `rebase` argument means, given the current one.
 pub fn resolve_refspec(arg: &str, current: Option<&str>) -> Result<String> {
-    if arg.is_empty() || arg.contains(char::is_whitespace) {
+    // a ref is a file name under refs/: no path is longer than PATH_MAX
+    if arg.len() > 4096 {
+        let start: String = arg.chars().take(32).collect();
+        return Err(Error::InvalidArgument(format!("refspec \"{start}…\" is {} bytes long; not an ostree refspec", arg.len())));
+    }
+    if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(Error::InvalidArgument(format!("{arg:?} is not an ostree refspec")));
     }
     if arg.starts_with("ostree-") || arg.contains("://") {

@@ -176,8 +176,10 @@ impl Layerd1 {
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<OwnedObjectPath, ApiError> {
-        // root passes; others need polkit's yes for this class of change
-        crate::polkit::authorize(conn, &caller.sender, caller.uid, crate::polkit::Action::for_operation(&op)).await?;
+        // root passes; others need polkit's yes for each class of change the request makes
+        for action in crate::polkit::Action::for_operation(&op) {
+            crate::polkit::authorize(conn, &caller.sender, caller.uid, action).await?;
+        }
         let txn = self.engine.create(op, caller)?;
         let path = OwnedObjectPath::try_from(txn.path())
             .map_err(|e| ApiError::Failed(format!("transaction path: {e}")))?;
@@ -375,6 +377,12 @@ impl Layerd1 {
         if revision.trim().is_empty() {
             return Err(ApiError::InvalidArgument("deploy needs a revision: a commit checksum or a version".into()));
         }
+        if revision.len() > 4096 || revision.contains(char::is_control) {
+            return Err(ApiError::InvalidArgument(format!(
+                "revision {:?}: not a commit checksum, version or digest (control characters or over 4096 bytes)",
+                revision.chars().take(32).collect::<String>()
+            )));
+        }
         let req = LayerRequest { base: BaseChange::Deploy { revision }, opts, ..Default::default() };
         let caller = self.caller(conn, &header, client_id).await;
         self.submit(Operation::Layer(req), caller, conn, server).await
@@ -563,12 +571,24 @@ pub struct TransactionObject {
 
 #[zbus::interface(name = "org.layerd.Layerd1.Transaction")]
 impl TransactionObject {
+    /// Start: only for a peer that created or joined the transaction (and was authorized
+    /// then), the same user, or root, so nobody runs a change somebody else prepared.
     async fn start(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(), ApiError> {
         self.engine.touch();
+        let (sender, uid) = sender_and_uid(conn, &header).await;
+        let allowed = uid == 0 || (uid != u32::MAX && uid == self.txn.caller.uid) || self.txn.is_owner(&sender);
+        if !allowed {
+            return Err(ApiError::AccessDenied(format!(
+                "transaction {} was created by another user; only its creator or root may start it",
+                self.txn.id
+            )));
+        }
         let wait = start_options(options)?;
         self.engine.start(&self.txn, wait)?;
         let _ = self.state_changed(&emitter).await;

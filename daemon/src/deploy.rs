@@ -84,6 +84,11 @@ pub(crate) fn kargs_of(d: &ostree::Deployment) -> Vec<String> {
 
 /// Stage (booted) or write (offline sysroot) the new deployment of `commit` with `kargs`,
 /// merging `/etc` from the merge deployment.
+///
+/// `lock_finalization` holds the staged deployment back from the next reboot (the lock file
+/// exists before the deployment is staged, so no shutdown in between finalizes it). The lock
+/// belongs to whichever deployment is staged, so staging without it drops a lock left by an
+/// earlier `--lock-finalization`: the new deployment replaces that one and was not asked to wait.
 pub(crate) fn stage(
     txn: &Transaction,
     locked: &LockedSysroot,
@@ -91,17 +96,33 @@ pub(crate) fn stage(
     commit: &str,
     origin: &glib::KeyFile,
     kargs: &[String],
+    lock_finalization: bool,
 ) -> Result<()> {
     let sysroot = &locked.sysroot;
     let kargs_ref: Vec<&str> = kargs.iter().map(String::as_str).collect();
     let opts = ostree::SysrootDeployTreeOpts { override_kernel_argv: Some(&kargs_ref), ..Default::default() };
     let merge = sysroot.merge_deployment(Some(osname));
     if sysroot.is_booted() {
-        txn.task("Staging the deployment", || {
+        let lock = std::path::Path::new(crate::finalize::LOCK);
+        let created_lock = lock_finalization && !lock.exists();
+        if lock_finalization {
+            crate::finalize::lock_staged()?;
+        }
+        let staged = txn.task("Staging the deployment", || {
             sysroot
                 .stage_tree_with_options(Some(osname), commit, Some(origin), merge.as_ref(), &opts, Some(txn.cancellable()))
                 .context("staging the new deployment")
-        })?;
+        });
+        if staged.is_err() && created_lock {
+            let _ = std::fs::remove_file(lock);
+        }
+        staged?;
+        if lock_finalization {
+            txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`");
+        } else if lock.exists() {
+            std::fs::remove_file(lock).with_context(|| format!("removing the finalization lock {}", lock.display()))?;
+            txn.message("The finalization lock of the replaced staged deployment is gone with it");
+        }
         txn.message("Run \"systemctl reboot\" to start a reboot");
     } else {
         let new = txn.task("Writing the deployment", || {

@@ -209,7 +209,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, edit: &KargsEdit) -> Result<bo
         .ok_or_else(|| Error::InvalidState(format!("deployment {} has no origin file", deployment_id(&source))))?;
     // a copy without the source's per-deployment state (pinning), keeping what it deploys
     let origin = crate::deploy::copy_origin(&origin)?;
-    crate::deploy::stage(txn, &locked, source.osname().as_str(), source.csum().as_str(), &origin, &new)?;
+    crate::deploy::stage(txn, &locked, source.osname().as_str(), source.csum().as_str(), &origin, &new, false)?;
     Ok(true)
 }
 

@@ -142,15 +142,8 @@ impl LayerRequest {
         if let Some(k) = &self.kargs {
             k.validate()?;
         }
-        for n in self.overrides.remove.iter().chain(&self.overrides.reset) {
-            if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
-                return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
-            }
-        }
-        for n in &self.install {
-            if n.is_empty() || n.contains(char::is_whitespace) || n.contains('\0') {
-                return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name")));
-            }
+        for n in self.overrides.remove.iter().chain(&self.overrides.reset).chain(&self.install).chain(&self.uninstall) {
+            check_package_name(n)?;
         }
         if self.opts.download_only && self.install.is_empty() && self.base == BaseChange::Keep {
             return Err(Error::InvalidArgument("--download-only applies to repository packages; name some".into()));
@@ -186,6 +179,28 @@ impl LayerRequest {
         }
         Ok(())
     }
+}
+
+/// The longest package request accepted: a file path (`/usr/bin/x`) is the longest form, and
+/// no path is longer than PATH_MAX.
+const MAX_PACKAGE_REQUEST: usize = 4096;
+
+/// A package request (name, NEVRA, provide or file path) must be one printable word.
+fn check_package_name(n: &str) -> Result<()> {
+    if n.is_empty() {
+        return Err(Error::InvalidArgument("an empty package name was given".into()));
+    }
+    if n.len() > MAX_PACKAGE_REQUEST {
+        let start: String = n.chars().take(32).collect();
+        return Err(Error::InvalidArgument(format!(
+            "package name \"{start}…\" is {} bytes long; at most {MAX_PACKAGE_REQUEST} are accepted",
+            n.len()
+        )));
+    }
+    if n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidArgument(format!("{n:?} is not a valid package name (whitespace or control characters)")));
+    }
+    Ok(())
 }
 
 /// `name` of a `name-[epoch:]version-release.arch` string.
@@ -497,7 +512,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
             return Ok(false);
         }
         let origin = deploy::copy_origin(&origin_kf)?;
-        deploy::stage(txn, &locked, &osname, source.csum().as_str(), &origin, &kargs)?;
+        deploy::stage(txn, &locked, &osname, source.csum().as_str(), &origin, &kargs, req.opts.lock_finalization)?;
         return Ok(true);
     }
 
@@ -625,17 +640,7 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     })?;
 
     let new_origin = deploy::new_origin(&origin_kf, &origin, &new_base, &entries, &requested, &new_ovr)?;
-    // the lock exists before the deployment is staged, so no shutdown in between finalizes it
-    let created_lock = req.opts.lock_finalization && !std::path::Path::new(crate::finalize::LOCK).exists();
-    let res = if req.opts.lock_finalization { crate::finalize::lock_staged() } else { Ok(()) }
-        .and_then(|()| deploy::stage(txn, &locked, &osname, &commit, &new_origin, &kargs));
-    match &res {
-        Ok(()) if req.opts.lock_finalization => txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`"),
-        Err(_) if created_lock => {
-            let _ = std::fs::remove_file(crate::finalize::LOCK);
-        }
-        _ => {}
-    }
+    let res = deploy::stage(txn, &locked, &osname, &commit, &new_origin, &kargs, req.opts.lock_finalization);
     pkgcache::prune_unused(&locked, Some(&active));
     res?;
     Ok(true)

@@ -198,6 +198,11 @@ fn usr_mounts() -> Vec<bool> {
         .collect()
 }
 
+/// Whether `path` is a mount point in the host's mount namespace.
+fn is_mount_point(path: &str) -> bool {
+    std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(4) == Some(path))
+}
+
 /// How many live overlays sit on /usr.
 fn live_mounts_on_usr() -> usize {
     usr_mounts().into_iter().filter(|live| *live).count()
@@ -364,17 +369,21 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
         let _ = std::fs::remove_dir_all(&layer);
     })?;
 
-    // the original /usr stays reachable below every live layer
+    // the original /usr stays reachable below every live layer; whatever fails here takes
+    // back what this apply mounted and the layer it made
     let base = format!("{DIR}/base");
-    if previous.is_none() {
-        std::fs::create_dir_all(&base).with_context(|| format!("creating {base}"))?;
-        host_mount_ns(&["mount", "--bind", "/usr", &base]).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&layer);
-        })?;
-    }
-    let opts = format!("ro,lowerdir={}:{base}", layer.display());
-    if let Err(e) = host_mount_ns(&["mount", "-t", "overlay", "layerd-live", "-o", &opts, "/usr"]) {
+    let mut bound = false;
+    let mounted = (|| -> Result<()> {
         if previous.is_none() {
+            std::fs::create_dir_all(&base).with_context(|| format!("creating {base}"))?;
+            host_mount_ns(&["mount", "--bind", "/usr", &base])?;
+            bound = true;
+        }
+        let opts = format!("ro,lowerdir={}:{base}", layer.display());
+        host_mount_ns(&["mount", "-t", "overlay", "layerd-live", "-o", &opts, "/usr"])
+    })();
+    if let Err(e) = mounted {
+        if bound {
             let _ = host_mount_ns(&["umount", &base]);
         }
         let _ = std::fs::remove_dir_all(&layer);
@@ -388,6 +397,10 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     if let Err(e) = write_state(&state) {
         // no state, no overlay: what status cannot show must not be mounted
         let _ = host_mount_ns(&["umount", "--lazy", "/usr"]);
+        if bound {
+            let _ = host_mount_ns(&["umount", "--lazy", &base]);
+        }
+        let _ = std::fs::remove_dir_all(&layer);
         return Err(e);
     }
     txn.message(format!(
@@ -475,14 +488,20 @@ pub fn reset(txn: &Transaction) -> Result<bool> {
     // only our overlays: each umount takes the top one, checked to be a live layer first;
     // lazily, so processes that opened live files keep them until they close them
     for _ in 0..mounted {
-        // the top /usr mount must be a live layer: never unmount what someone else put there
+        // the top /usr mount must be a live layer: never unmount what someone else put there,
+        // and never drop the layers or the state while an overlay still uses them
         if usr_mounts().last() != Some(&true) {
-            break;
+            return Err(Error::InvalidState(
+                "another mount sits on /usr above the live overlays; unmount it, then run `layerctl apply-live --reset` again".into(),
+            ));
         }
         host_mount_ns(&["umount", "--lazy", "/usr"])?;
     }
+    // an interrupted apply may have left more than one bind mount of the original /usr
     let base = format!("{DIR}/base");
-    let _ = host_mount_ns(&["umount", "--lazy", &base]);
+    while is_mount_point(&base) {
+        host_mount_ns(&["umount", "--lazy", &base])?;
+    }
     if let Ok(rd) = std::fs::read_dir(DIR) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with("layer-") {

@@ -90,6 +90,15 @@ fn grpc_config(args: &Args, file: &layerd::config::FileConfig) -> anyhow::Result
 fn main() -> ExitCode {
     init_logging();
     let args = Args::parse();
+    // Everything layerd does (the sysroot lock and writes, mounts, scriptlets as package owners)
+    // needs root; without it the first change would fail half-way with an obscure EPERM.
+    if !rustix::process::geteuid().is_root() {
+        let msg = "layerd must run as root (it writes the ostree sysroot, mounts and runs package scriptlets); \
+                   start it as the system service (layerd.service) or with sudo";
+        log::error!("{msg}");
+        eprintln!("layerd: {msg}");
+        return ExitCode::from(1);
+    }
     // Refuse a sysroot we cannot manage before owning the name, with a message naming it.
     let sysroot = match SysrootPath::check(&args.sysroot) {
         Ok(s) => s,

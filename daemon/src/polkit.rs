@@ -38,18 +38,33 @@ impl Action {
         }
     }
 
-    /// The action a change needs. A layering request that also moves the base or touches
-    /// overrides needs the stronger one.
-    pub fn for_operation(op: &Operation) -> Action {
+    /// The actions a change needs: every class of change it makes (a layering request that
+    /// also moves the base, touches overrides or edits kernel arguments needs each of those).
+    pub fn for_operation(op: &Operation) -> Vec<Action> {
         match op {
-            Operation::Layer(r) if !r.overrides.is_empty() => Action::Override,
-            Operation::Layer(r) if r.base != crate::base::BaseChange::Keep => Action::Deploy,
-            Operation::Layer(_) | Operation::ApplyLive { .. } => Action::Packages,
-            Operation::Rollback { .. } => Action::Rollback,
-            Operation::Cleanup(_) => Action::Cleanup,
-            Operation::RefreshMd { .. } => Action::RepoRefresh,
-            Operation::Kargs { .. } => Action::KernelArgs,
-            Operation::Pin { .. } | Operation::Finalize { .. } | Operation::Recover { .. } => Action::Deploy,
+            Operation::Layer(r) => {
+                let mut actions = Vec::new();
+                if r.base != crate::base::BaseChange::Keep {
+                    actions.push(Action::Deploy);
+                }
+                if !r.overrides.is_empty() {
+                    actions.push(Action::Override);
+                }
+                if r.kargs.is_some() {
+                    actions.push(Action::KernelArgs);
+                }
+                let packages = !r.install.is_empty() || !r.install_local.is_empty() || !r.uninstall.is_empty() || r.uninstall_all;
+                if packages || actions.is_empty() {
+                    actions.push(Action::Packages);
+                }
+                actions
+            }
+            Operation::ApplyLive { .. } => vec![Action::Packages],
+            Operation::Rollback { .. } => vec![Action::Rollback],
+            Operation::Cleanup(_) => vec![Action::Cleanup],
+            Operation::RefreshMd { .. } => vec![Action::RepoRefresh],
+            Operation::Kargs { .. } => vec![Action::KernelArgs],
+            Operation::Pin { .. } | Operation::Finalize { .. } | Operation::Recover { .. } => vec![Action::Deploy],
         }
     }
 }

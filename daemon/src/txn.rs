@@ -153,6 +153,11 @@ impl Transaction {
         }
     }
 
+    /// Whether `sender` created or joined this transaction (and so was authorized for it).
+    pub fn is_owner(&self, sender: &str) -> bool {
+        !sender.is_empty() && self.lock().owners.contains(sender)
+    }
+
     /// A peer went away; returns true when nobody is left waiting for the transaction.
     pub fn remove_owner(&self, sender: &str) -> bool {
         let mut inner = self.lock();

@@ -138,6 +138,13 @@ fn status_changes_busy_attach_cancel_and_errors() {
         let e = c.kernel_args(pb::KernelArgsRequest { append: vec!["=x".into()], ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("empty key"), "{e:?}");
+        // protobuf strings may carry NUL bytes (D-Bus strings cannot): refused, naming the name
+        let e = c.install(pb::InstallRequest { options: opts(false), packages: vec!["a\0b".into()], ..Default::default() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("not a valid package name"), "{e:?}");
+        let e = c.install(pb::InstallRequest { options: opts(false), packages: vec![String::new()], ..Default::default() }).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("empty package name"), "{e:?}");
         let e = c.get_transaction(pb::GetTransactionRequest { transaction_id: "nope".into() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::NotFound);
 

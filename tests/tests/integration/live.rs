@@ -93,3 +93,61 @@ fn apply_live_adds_now_refuses_replacements_resets_and_reboots() {
     assert_eq!(h.exec_ok(&["livetool"]).unwrap(), "live\n");
     assert!(!h.layerctl_ok(&["status"]).unwrap().contains("LiveDiff"));
 }
+
+/// The mounts on /usr in the running host, as `mountinfo` shows them (source and type).
+fn usr_mounts(h: &layerd_tests::VirtualHost) -> Vec<String> {
+    h.exec_ok(&["cat", "/proc/1/mountinfo"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some("/usr"))
+        .map(|l| l.split(" - ").nth(1).unwrap_or_default().split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn live_layers(h: &layerd_tests::VirtualHost) -> String {
+    h.exec_ok(&["sh", "-c", "ls -A /run/layerd/live 2>/dev/null | grep '^layer-' || true"]).unwrap()
+}
+
+#[test]
+fn apply_live_failures_leave_the_running_system_as_it_was() {
+    let mut h = booted_host("live-fail");
+    let dir = h.dir.join("rpms");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rpm = RpmSpec::new("midtool", "1").entry(Entry::file("/usr/bin/midtool", "#!/bin/sh\necho mid\n", 0o755)).write(&dir).unwrap();
+    let mounts = usr_mounts(&h);
+
+    // the apply fails after its layer is complete, just before the overlay would be mounted
+    // (the place for the bind mount of the original /usr is taken by a file)
+    h.exec_ok(&["sh", "-c", "mkdir -p /run/layerd/live && : > /run/layerd/live/base"]).unwrap();
+    let e = h.layerctl(&["install", "--apply-live", rpm.to_str().unwrap()]).unwrap();
+    assert!(!e.status.success(), "{}", stdout(&e));
+    assert!(stderr(&e).contains("/run/layerd/live/base"), "the error names the problem: {}", stderr(&e));
+    // the running system: as it was
+    assert!(!h.exec(&["midtool"]).unwrap().status.success(), "nothing of the package is visible");
+    assert_eq!(usr_mounts(&h), mounts, "no mount left behind");
+    assert_eq!(live_layers(&h), "", "no half-made layer left behind");
+    assert!(!h.exec(&["test", "-e", "/run/layerd/live.json"]).unwrap().status.success());
+    assert!(!h.layerctl_ok(&["status"]).unwrap().contains("LiveDiff"));
+    // the staged deployment is there, and applying it works once the obstacle is gone
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["requested-local-packages"][0], "midtool-1-1.x86_64");
+    h.exec_ok(&["rm", "/run/layerd/live/base"]).unwrap();
+    h.layerctl_ok(&["apply-live"]).unwrap();
+    assert_eq!(h.exec_ok(&["midtool"]).unwrap(), "mid\n");
+    assert_eq!(usr_mounts(&h).len(), mounts.len() + 1, "one live overlay");
+
+    // somebody else's mount on top of the live overlay: reset refuses and takes nothing away
+    // (the booted /usr bound over it: not a live layer)
+    h.exec_ok(&["mount", "--bind", "/run/layerd/live/base", "/usr"]).unwrap();
+    let e = h.layerctl(&["apply-live", "--reset"]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("another mount sits on /usr"), "{}", stderr(&e));
+    assert!(h.layerctl_ok(&["status"]).unwrap().contains("LiveDiff: 1 added"));
+    assert_ne!(live_layers(&h), "", "the layer under the mounted overlay is kept");
+    // once it is gone, the live files are there as before, and reset works
+    h.exec_ok(&["umount", "--lazy", "/usr"]).unwrap();
+    assert_eq!(h.exec_ok(&["midtool"]).unwrap(), "mid\n", "the live files are still there");
+    h.layerctl_ok(&["apply-live", "--reset"]).unwrap();
+    assert!(!h.exec(&["midtool"]).unwrap().status.success());
+    assert_eq!(usr_mounts(&h), mounts, "back to the booted mounts");
+    assert_eq!(live_layers(&h), "");
+}
