@@ -195,6 +195,11 @@ fn proc_cmdline() -> Result<Vec<String>> {
 pub fn run(txn: &Transaction, path: &SysrootPath, edit: &KargsEdit) -> Result<bool> {
     let locked = path.lock_for(txn)?;
     let source = crate::layering::origin_source(&locked)?;
+    if edit.import_proc_cmdline && !locked.sysroot.is_booted() {
+        return Err(Error::InvalidArgument(
+            "--import-proc-cmdline takes the running kernel's arguments; this sysroot is not the booted one".into(),
+        ));
+    }
     let current = if edit.import_proc_cmdline { proc_cmdline()? } else { crate::deploy::kargs_of(&source) };
     let new = apply(&current, edit)?;
     // the boot-specific ostree= argument is written by libostree itself

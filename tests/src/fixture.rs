@@ -62,11 +62,19 @@ pub struct OsSpec {
     /// names, versions and dependencies; see [`crate::centos`]), so solving runs against real
     /// dependency data.
     pub centos_base: bool,
+    /// Packages of the fixture this version leaves out (a base that drops a package).
+    pub without: Vec<String>,
 }
 
 impl OsSpec {
     pub fn new(version: &str) -> Self {
-        OsSpec { version: version.into(), bulk_files: 0, bulk_file_bytes: 0, centos_base: false }
+        OsSpec { version: version.into(), bulk_files: 0, bulk_file_bytes: 0, centos_base: false, without: Vec::new() }
+    }
+
+    /// This version without the package `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.without.push(name.into());
+        self
     }
 
     /// The fixture OS with the CoreOS-like CentOS Stream 9 package set.
@@ -119,6 +127,7 @@ impl FixtureRepo {
     /// The packages of an OS version.
     pub fn packages(spec: &OsSpec) -> Result<Vec<RpmSpec>> {
         let mut pkgs = Self::own_packages(spec)?;
+        pkgs.retain(|p| !spec.without.contains(&p.name));
         if spec.centos_base {
             let data = crate::centos::data()?;
             for m in crate::centos::coreos_like_base(data)? {

@@ -23,6 +23,16 @@ fn kargs_round_trip_through_a_reboot() {
     h.reboot().unwrap();
     let cmdline = h.exec_ok(&["cat", "/proc/cmdline"]).unwrap();
     assert!(cmdline.contains("foo=bar") && cmdline.contains("nosmt") && !cmdline.split_whitespace().any(|a| a == "rw"), "{cmdline}");
+    // --import-proc-cmdline starts from what the kernel was booted with (here the boot loader
+    // added an argument the boot entry does not have), without the per-boot ones
+    let cmdline_file = h.rundir().unwrap().parent().unwrap().join("cmdline");
+    let booted_with = std::fs::read_to_string(&cmdline_file).unwrap();
+    std::fs::write(&cmdline_file, format!("{} fromloader=1\n", booted_with.trim())).unwrap();
+    h.layerctl_ok(&["kargs", "--import-proc-cmdline", "--append", "imported=1"]).unwrap();
+    let k = kargs_of(&h.status_json().unwrap(), 0);
+    assert!(k.contains(&"fromloader=1".to_string()) && k.contains(&"imported=1".to_string()) && k.contains(&"foo=bar".to_string()), "{k:?}");
+    assert!(!k.iter().any(|a| a.starts_with("BOOT_IMAGE=")), "{k:?}");
+    h.layerctl_ok(&["cleanup", "-p"]).unwrap();
     // bad input: clear errors, nothing staged
     let before = h.ostree_admin_status().unwrap();
     for (args, want) in [
@@ -48,6 +58,9 @@ fn kargs_keep_layered_packages_and_work_offline() {
         .unwrap();
     h.layerctl_ok(&["install", f.to_str().unwrap()]).unwrap();
     h.layerctl_ok(&["kargs", "--append", "quiet"]).unwrap();
+    // the machine running layerd is not the one this sysroot boots
+    let e = h.layerctl(&["kargs", "--import-proc-cmdline"]).unwrap();
+    assert!(stderr(&e).contains("not the booted one"), "{}", stderr(&e));
     let s = h.status_json().unwrap();
     assert!(kargs_of(&s, 0).contains(&"quiet".to_string()));
     let pkgs = s["deployments"][0]["requested-local-packages"].as_array().unwrap();
@@ -112,6 +125,19 @@ fn pinning_and_locked_finalization() {
     assert!(!flag.exists(), "no change, no reboot");
     let e = h.layerctl(&["upgrade", "--check", "--reboot"]).unwrap();
     assert!(stderr(&e).contains("--reboot cannot be combined with --check"), "{}", stderr(&e));
+
+    // the lock belongs to the staged deployment it came with: staging another one (here a
+    // kernel argument change) replaces that deployment and its lock, so a reboot applies it
+    h.reboot().unwrap();
+    h.publish(&layerd_tests::fixture::OsSpec::new("4.0")).unwrap();
+    h.layerctl_ok(&["upgrade", "--lock-finalization"]).unwrap();
+    assert_eq!(h.status_json().unwrap()["deployments"][0]["finalization-locked"], true);
+    let out = h.layerctl_ok(&["kargs", "--append", "after-lock=1"]).unwrap();
+    assert!(out.contains("finalization lock of the replaced staged deployment"), "{out}");
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["finalization-locked"], false, "{s}");
+    h.reboot().unwrap();
+    assert!(h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("after-lock=1"), "the reboot applied it");
 }
 
 #[test]

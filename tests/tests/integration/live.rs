@@ -110,7 +110,7 @@ fn live_layers(h: &layerd_tests::VirtualHost) -> String {
 
 #[test]
 fn apply_live_failures_leave_the_running_system_as_it_was() {
-    let mut h = booted_host("live-fail");
+    let h = booted_host("live-fail");
     let dir = h.dir.join("rpms");
     std::fs::create_dir_all(&dir).unwrap();
     let rpm = RpmSpec::new("midtool", "1").entry(Entry::file("/usr/bin/midtool", "#!/bin/sh\necho mid\n", 0o755)).write(&dir).unwrap();

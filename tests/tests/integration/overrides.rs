@@ -163,3 +163,43 @@ fn replace_a_base_package_with_a_local_rpm_across_an_upgrade() {
     assert_eq!(rpm_q(&h, "kernel-core"), "kernel-core-6.5.6-1.x86_64");
     assert_eq!(h.exec_ok(&["cat", &format!("/usr/lib/modules/{KVER}/vmlinuz")]).unwrap(), format!("fixture kernel {KVER}\n"));
 }
+
+#[test]
+fn a_removal_persists_across_a_rebase_and_goes_inactive_when_the_base_drops_the_package() {
+    const OTHER: &str = "fixture/x86_64/coreos/other";
+    let mut h = booted_host("override-persist");
+    h.layerctl_ok(&["override", "remove", "dracut"]).unwrap();
+    h.reboot().unwrap();
+    assert!(rpm_q(&h, "dracut").contains("not installed"));
+
+    // a rebase to another ref keeps the removal
+    h.publish_to(&OsSpec::new("5.0"), OTHER).unwrap();
+    h.layerctl_ok(&["rebase", &format!(":{OTHER}")]).unwrap();
+    let d = &h.status_json().unwrap()["deployments"][0];
+    assert_eq!(d["base-version"], "5.0", "{d}");
+    assert_eq!(strs(&d["requested-base-removals"]), ["dracut"], "{d}");
+    assert_eq!(strs(&d["base-removals"]), ["dracut-059-1.x86_64"], "{d}");
+    h.reboot().unwrap();
+    assert!(rpm_q(&h, "dracut").contains("not installed"));
+    assert!(!h.exec(&["test", "-e", "/usr/bin/dracut"]).unwrap().status.success());
+
+    // a base without dracut makes the removal pointless: still requested, shown inactive
+    h.publish_to(&OsSpec::new("6.0").without("dracut"), OTHER).unwrap();
+    let out = h.layerctl_ok(&["upgrade"]).unwrap();
+    assert!(out.contains("Inactive override: dracut (removal: not in the base)"), "{out}");
+    let d = &h.status_json().unwrap()["deployments"][0];
+    assert_eq!(d["base-version"], "6.0", "{d}");
+    assert_eq!(strs(&d["requested-base-removals"]), ["dracut"], "{d}");
+    assert!(strs(&d["base-removals"]).is_empty(), "{d}");
+    let text = h.layerctl_ok(&["status"]).unwrap();
+    assert!(text.contains("RemovedBasePackages: dracut (inactive)"), "{text}");
+    h.reboot().unwrap();
+    // and active again on a base that has the package once more
+    h.publish_to(&OsSpec::new("7.0"), OTHER).unwrap();
+    h.layerctl_ok(&["upgrade"]).unwrap();
+    let d = &h.status_json().unwrap()["deployments"][0];
+    assert_eq!(strs(&d["base-removals"]), ["dracut-059-1.x86_64"], "{d}");
+    h.reboot().unwrap();
+    assert!(rpm_q(&h, "dracut").contains("not installed"));
+    assert_eq!(h.exec_ok(&["sh", "-c", ". /usr/lib/os-release; echo $VERSION_ID"]).unwrap().trim(), "7.0");
+}
