@@ -181,6 +181,18 @@ impl LayerRequest {
     }
 }
 
+/// Package entries (`<sha256>:<nevra>`) of solver picks; a pick whose digest the metadata
+/// does not give counts as new.
+fn pick_entries(picks: &[crate::solve::Pick]) -> Vec<String> {
+    picks
+        .iter()
+        .map(|p| match &p.checksum {
+            Some((k, h)) if k == "sha256" => format!("{h}:{}", p.nevra()),
+            _ => format!("unknown:{}", p.nevra()),
+        })
+        .collect()
+}
+
 /// The longest package request accepted: a file path (`/usr/bin/x`) is the longest form, and
 /// no path is longer than PATH_MAX.
 const MAX_PACKAGE_REQUEST: usize = 4096;
@@ -379,9 +391,11 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     removed.retain(|r| !entries.contains(r));
     removed_names.retain(|r| !requested.contains(r));
 
-    // with overrides, the local packages (layered and replacements) join the dependency check:
-    // what they need must stay, and a replacement must satisfy what needed the old package
-    let local_headers: Vec<PathBuf> = if ovr.is_empty() {
+    // the local packages (layered and replacements) join the dependency check: what they need
+    // must be in the base or come from a repository, what they need must stay when overrides
+    // remove base packages, and a replacement must satisfy what needed the old package
+    let local_layered = entries.iter().any(|e| in_base(name_of_nevra(entry_nevra(e))).is_none());
+    let local_headers: Vec<PathBuf> = if ovr.is_empty() && !local_layered {
         Vec::new()
     } else {
         let dir = scratch.0.join("solve-local");
@@ -411,18 +425,26 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     let mut repo_entries: Vec<String> = Vec::new();
     let mut picks: Vec<crate::solve::Pick> = Vec::new();
     let mut resolver = None;
-    if !requested.is_empty() {
+    // the repositories of the merge deployment's /etc, with the new base's release
+    let repo_context = || -> Result<(PathBuf, String)> {
         let etc = deployment_etc(&locked, path.path(), &source);
         let os_release = match mtree::lookup(&base_tree, "usr/lib/os-release")? {
             mtree::Entry::File(c) => String::from_utf8_lossy(&mtree::read_content(&repo, &c)?).into_owned(),
             _ => String::new(),
         };
+        Ok((etc, os_release))
+    };
+    let open_resolver = |want_filelists: bool| -> Result<resolve::Resolver> {
+        let (etc, os_release) = repo_context()?;
         let mut s = settings.clone();
         if req.opts.cache_only {
             s.freshness = crate::repomd::Freshness::CacheOnly;
         }
+        resolve::Resolver::open(txn, &etc, &os_release, db.root(), &base, &s, want_filelists)
+    };
+    if !requested.is_empty() {
         let want_filelists = requested.iter().any(|r| r.starts_with('/'));
-        let mut r = resolve::Resolver::open(txn, &etc, &os_release, db.root(), &base, &s, want_filelists)?;
+        let mut r = open_resolver(want_filelists)?;
         let mut to_solve = Vec::new();
         for n in &requested {
             // a base package removed in the same request does not provide anything
@@ -438,22 +460,29 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
             }
         }
         if !to_solve.is_empty() || !erase.is_empty() || !local_headers.is_empty() {
-            let opts = crate::solve::SolveOptions { weak_deps: s.weak_deps, erase: erase.clone(), local: local_headers.clone() };
+            let opts = crate::solve::SolveOptions { weak_deps: settings.weak_deps, erase: erase.clone(), local: local_headers.clone() };
             picks = txn.task("Resolving dependencies", || r.solve_with(&to_solve, opts))?;
         }
-        for p in &picks {
-            match &p.checksum {
-                Some((k, h)) if k == "sha256" => repo_entries.push(format!("{h}:{}", p.nevra())),
-                // not known before the download: counts as new
-                _ => repo_entries.push(format!("unknown:{}", p.nevra())),
-            }
-        }
+        repo_entries = pick_entries(&picks);
         resolver = Some(r);
     }
 
-    if resolver.is_none() && !ovr.is_empty() {
-        // overrides alone: no repositories needed to know what needs the removed packages
-        txn.task("Checking dependencies", || resolve::check_removals(db.root(), &erase, &local_headers))?;
+    if resolver.is_none() && (!ovr.is_empty() || !local_headers.is_empty()) {
+        // local packages and overrides alone: the base is checked first (no repository needed
+        // when it has what the local packages need and keeps what others need)
+        let base_only = txn.task("Checking dependencies", || resolve::check_base(db.root(), &base, settings, &erase, &local_headers));
+        if let Err(e) = base_only {
+            // what the base lacks may come from the enabled repositories, as with dnf
+            let (etc, os_release) = repo_context()?;
+            if local_headers.is_empty() || !resolve::any_enabled(&etc, &os_release) {
+                return Err(e);
+            }
+            let mut r = open_resolver(false)?;
+            let opts = crate::solve::SolveOptions { weak_deps: settings.weak_deps, erase: erase.clone(), local: local_headers.clone() };
+            picks = txn.task("Resolving dependencies of local packages", || r.solve_with(&[], opts))?;
+            repo_entries = pick_entries(&picks);
+            resolver = Some(r);
+        }
     }
 
     let local_active: Vec<String> = entries.iter().filter(|e| in_base(name_of_nevra(entry_nevra(e))).is_none()).cloned().collect();

@@ -350,6 +350,12 @@ fn download_one(
         Ok(LocalInput { label: p.nevra(), rpm: Arc::new(rpm) })
 }
 
+/// Whether `etc_dir/yum.repos.d` enables any repository (a broken .repo file counts: using
+/// it then reports the error).
+pub fn any_enabled(etc_dir: &Path, os_release: &str) -> bool {
+    !matches!(load_enabled(etc_dir, os_release), Err(Error::InvalidState(_)))
+}
+
 /// The repositories defined in `etc_dir/yum.repos.d` (variables from `os_release` and
 /// `etc_dir/dnf/vars`); an error when none is enabled.
 fn load_enabled(etc_dir: &Path, os_release: &str) -> Result<Vec<Repo>> {
@@ -369,13 +375,15 @@ fn solv_cache(solv: &Path, s: &Synced) -> PathBuf {
     solv.join(format!("{}-{}.solv", s.id, s.key))
 }
 
-/// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
-/// Check that removing the installed (base) packages `erase` leaves every other installed
-/// package's requirements met (for overrides without repository packages: no repositories
-/// are read).
-pub fn check_removals(rpmdb_root: &Path, erase: &[String], local: &[std::path::PathBuf]) -> Result<()> {
+/// Check against the base alone (no repository is read) that the local packages `local` have
+/// what they require and that removing the base packages `erase` leaves every other
+/// package's requirements met.
+pub fn check_base(rpmdb_root: &Path, base_commit: &str, settings: &Settings, erase: &[String], local: &[std::path::PathBuf]) -> Result<()> {
     let mut pool = Pool::new(std::env::consts::ARCH)?;
-    pool.set_installed_rpmdb(rpmdb_root, None)?;
+    // the same .solv cache of the base rpmdb the resolver keeps: loading it is cheap
+    let solv = settings.cache_dir.join("solv");
+    let _ = std::fs::create_dir_all(&solv);
+    pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
     match pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec(), local: local.to_vec() })? {
         Ok(_) => Ok(()),
         Err(e) => Err(solve_error(e)),
@@ -392,6 +400,7 @@ fn solve_error(e: SolveError) -> Error {
     }
 }
 
+/// Sync the metadata of every enabled repository defined in `etc_dir`; returns how many.
 pub fn refresh(txn: &Transaction, etc_dir: &Path, os_release: &str, cache_dir: &Path, freshness: Freshness) -> Result<usize> {
     let repos = load_enabled(etc_dir, os_release)?;
     let mut n = 0;

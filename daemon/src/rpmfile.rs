@@ -36,9 +36,14 @@ impl std::fmt::Debug for LocalRpm {
 impl LocalRpm {
     /// `name-[epoch:]version-release.arch`, as rpm prints it.
     pub fn nevra(&self) -> String {
-        let epoch = if self.epoch > 0 { format!("{}:", self.epoch) } else { String::new() };
-        format!("{}-{epoch}{}-{}.{}", self.name, self.version, self.release, self.arch)
+        nevra(&self.name, self.epoch, &self.version, &self.release, &self.arch)
     }
+}
+
+/// `name-[epoch:]version-release.arch`, the epoch shown only when set.
+fn nevra(name: &str, epoch: u32, version: &str, release: &str, arch: &str) -> String {
+    let epoch = if epoch > 0 { format!("{epoch}:") } else { String::new() };
+    format!("{name}-{epoch}{version}-{release}.{arch}")
 }
 
 /// Architectures a host of `host_arch` runs packages of.
@@ -85,6 +90,14 @@ pub fn read(label: &str, input: impl Read, host_arch: &str) -> Result<LocalRpm> 
     let epoch = m.get_epoch().unwrap_or(0);
     if !compatible_arches(host_arch).contains(&arch.as_str()) {
         return Err(bad(format!("is built for {arch}, this host runs {}", compatible_arches(host_arch).join(", "))));
+    }
+    // refused at once, naming the script: the sandbox runs shell scriptlets only (the other
+    // interpreters are checked against the new tree when the scriptlets are collected)
+    let nevra = nevra(&name, epoch, &version, &release, &arch);
+    for (what, s) in [("pre", m.get_pre_install_script()), ("post", m.get_post_install_script()), ("posttrans", m.get_post_trans_script())] {
+        if s.is_ok_and(|s| s.program.as_ref().and_then(|p| p.first()).is_some_and(|p| p == "<lua>")) {
+            return Err(bad(format!("{nevra}: %{what} is a Lua scriptlet; layerd runs only shell scriptlets (sh, bash) in its sandbox")));
+        }
     }
     let head_len = bytes.len().saturating_sub(package.payload.len());
     let head = bytes[..head_len].to_vec();

@@ -233,6 +233,12 @@ fn bad_packages_are_refused_and_change_nothing() {
     let e = h.layerctl(&["install", &rpm(&h, &base_pkg)]).unwrap();
     assert!(stderr(&e).contains("package busybox is already provided by the base (busybox-1.35.0-1.x86_64)"), "{}", stderr(&e));
 
+    // what a local package requires must be there: nothing here provides it (no repository)
+    let needy = RpmSpec::new("needy", "1").entry(Entry::file("/usr/bin/needy", "x", 0o755)).requires("libabsent.so.1()(64bit)");
+    let e = h.layerctl(&["install", &rpm(&h, &needy)]).unwrap();
+    assert!(!e.status.success());
+    assert!(stderr(&e).contains("libabsent.so.1()(64bit)") && stderr(&e).contains("needy-1-1.x86_64"), "{}", stderr(&e));
+
     // a clash with the base, listed; identical files between packages are fine
     let clash = RpmSpec::new("clash", "1").entry(Entry::file("/usr/lib/os-release", "NAME=pwned\n", 0o644));
     let e = h.layerctl(&["install", &rpm(&h, &clash)]).unwrap();
