@@ -45,6 +45,8 @@ enum Cmd {
     CheckUpgrade,
     /// Ask the gRPC health service.
     Health,
+    /// Layer local RPM files, sent as bytes (a hotfix pushed by the controller).
+    Install { rpms: Vec<PathBuf> },
 }
 
 async fn channel(cli: &Cli) -> Result<Channel> {
@@ -115,6 +117,23 @@ async fn main() -> Result<()> {
             let req = pb::UpgradeRequest { check_only: true, options: Some(pb::ChangeOptions { wait: Some(true), client_id: "controller-example".into(), ..Default::default() }), ..Default::default() };
             let (_, r) = follow(api.upgrade(req).await?.into_inner()).await?;
             println!("{}", serde_json::json!({ "update-available": r.success && !r.unchanged, "error": r.error_message }));
+        }
+        Cmd::Install { rpms } => {
+            let mut local_packages = Vec::new();
+            for p in rpms {
+                let content = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                local_packages.push(pb::LocalPackage { source: Some(pb::local_package::Source::Content(content)), label: p.display().to_string() });
+            }
+            let req = pb::InstallRequest {
+                local_packages,
+                options: Some(pb::ChangeOptions { wait: Some(true), client_id: "controller-example".into(), ..Default::default() }),
+                ..Default::default()
+            };
+            let (txn, r) = follow(api.install(req).await?.into_inner()).await?;
+            if !r.success {
+                bail!("install failed ({}): {}", r.error_name, r.error_message);
+            }
+            println!("{}", serde_json::json!({ "transaction": txn, "unchanged": r.unchanged }));
         }
         Cmd::Rebase { image } => {
             // watch first, so the staged deployment cannot slip by between the calls

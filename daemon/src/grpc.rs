@@ -94,7 +94,7 @@ pub async fn serve(engine: Arc<Engine>, config: GrpcConfig, activated: Option<st
         tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(health_service)
-                .add_service(LayerdServer::new(api).max_decoding_message_size(MAX_MESSAGE))
+                .add_service(ReadersGate::new(api))
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = r {
@@ -113,7 +113,7 @@ pub async fn serve(engine: Arc<Engine>, config: GrpcConfig, activated: Option<st
         let mut server = tonic::transport::Server::builder().tls_config(tls).context("TLS configuration of grpc-tcp-listen")?;
         let listener = tokio::net::TcpListener::bind(tcp.listen).await.with_context(|| format!("binding {}", tcp.listen))?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let router = server.add_service(health_service).add_service(LayerdServer::new(api).max_decoding_message_size(MAX_MESSAGE));
+        let router = server.add_service(health_service).add_service(ReadersGate::new(api));
         tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 log::error!("gRPC on TCP stopped: {e}");
@@ -121,6 +121,76 @@ pub async fn serve(engine: Arc<Engine>, config: GrpcConfig, activated: Option<st
         });
     }
     Ok(())
+}
+
+/// The methods anyone who can connect may call; every other one changes the system.
+const READ_ONLY_METHODS: &[&str] = &["GetStatus", "WatchStatus", "GetTransaction", "WatchTransaction"];
+
+/// The `layerd.v1.Layerd` service behind a gate that refuses calls changing the system from
+/// unix-socket peers who may only read, from the request's path and the connection's
+/// credentials alone: before tonic reads the request body, which may be up to
+/// [`MAX_MESSAGE`] bytes (local RPMs travel inside requests), so a reader cannot make layerd
+/// buffer large messages. [`Api::writer`] checks each call again.
+#[derive(Clone)]
+struct ReadersGate {
+    inner: LayerdServer<Api>,
+    writers_gid: Option<u32>,
+}
+
+impl ReadersGate {
+    fn new(api: Api) -> Self {
+        let writers_gid = api.writers_gid;
+        ReadersGate { inner: LayerdServer::new(api).max_decoding_message_size(MAX_MESSAGE), writers_gid }
+    }
+}
+
+impl tonic::server::NamedService for ReadersGate {
+    const NAME: &'static str = <LayerdServer<Api> as tonic::server::NamedService>::NAME;
+}
+
+impl<B> tower_service::Service<http::Request<B>> for ReadersGate
+where
+    LayerdServer<Api>: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible>,
+    <LayerdServer<Api> as tower_service::Service<http::Request<B>>>::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+        if !READ_ONLY_METHODS.contains(&method) {
+            if let Some(PeerInfo(Some(p @ Peer::Local { .. }))) = req.extensions().get::<PeerInfo>() {
+                if let Err(denied) = may_write(p, self.writers_gid, method) {
+                    return Box::pin(std::future::ready(Ok(denied.into_http())));
+                }
+            }
+        }
+        Box::pin(tower_service::Service::call(&mut self.inner, req))
+    }
+}
+
+/// Whether a unix-socket peer may change the system: root, or a member of the writers' group.
+fn may_write(p: &Peer, writers_gid: Option<u32>, what: &str) -> Result<(), Status> {
+    match p {
+        Peer::Tls { .. } | Peer::Local { uid: 0, .. } => Ok(()),
+        Peer::Local { uid, gid, groups, .. } => {
+            if writers_gid.is_some_and(|g| *gid == g || groups.contains(&g)) {
+                return Ok(());
+            }
+            Err(Status::permission_denied(format!(
+                "{what}: uid {uid} (gid {gid}) may read the status but not change the system (root{} may)",
+                match writers_gid {
+                    Some(g) => format!(" or members of group {g}"),
+                    None => String::new(),
+                }
+            )))
+        }
+    }
 }
 
 /// A socket systemd passed (`LISTEN_FDS`, first descriptor), taken once.
@@ -283,24 +353,8 @@ impl Api {
     /// The caller, if it may change the system.
     fn writer<T>(&self, req: &Request<T>, what: &str) -> Result<Peer, Status> {
         let p = peer(req)?;
-        match &p {
-            Peer::Tls { .. } => Ok(p),
-            Peer::Local { uid: 0, .. } => Ok(p),
-            Peer::Local { uid, gid, groups, .. } => {
-                let member = self.writers_gid.is_some_and(|g| *gid == g || groups.contains(&g));
-                if member {
-                    Ok(p)
-                } else {
-                    Err(Status::permission_denied(format!(
-                        "{what}: uid {uid} (gid {gid}) may read the status but not change the system (root{} may)",
-                        match self.writers_gid {
-                            Some(g) => format!(" or members of group {g}"),
-                            None => String::new(),
-                        }
-                    )))
-                }
-            }
-        }
+        may_write(&p, self.writers_gid, what)?;
+        Ok(p)
     }
 
     /// Create and start a transaction for `op`; stream its events.

@@ -241,6 +241,22 @@ fn peer_credentials_decide_who_may_change_things() {
     let o = controller_as(65534, &["--socket", &s, "check-upgrade"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not have permission") && stderr(&o).contains("uid 65534 (gid 65534) may read the status but not change the system"), "{}", stderr(&o));
+    // a reader's change is refused before its request is read: a 300 MB request does not
+    // make layerd hold 300 MB
+    let hwm = |h: &layerd_tests::VirtualHost| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", h.layerd_pid().unwrap())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse::<u64>().unwrap() * 1024
+    };
+    let before = hwm(&h);
+    let big = h.dir.join("big.rpm");
+    std::fs::write(&big, vec![0u8; 300 << 20]).unwrap();
+    traversable(&big);
+    let o = controller_as(65534, &["--socket", &s, "install", big.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Install: uid 65534 (gid 65534) may read the status but not change the system"), "{}", stderr(&o));
+    let after = hwm(&h);
+    assert!(after < before + (100 << 20), "layerd's peak memory grew from {before} to {after} bytes for a refused request");
+    std::fs::remove_file(&big).unwrap();
     // a member of the configured group may
     let o = controller_as(4242, &["--socket", &s, "check-upgrade"]);
     assert!(o.status.success(), "{}", stderr(&o));
