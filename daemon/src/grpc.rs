@@ -631,6 +631,13 @@ fn deployment_of(d: &layerd_interfaces::Deployment) -> pb::Deployment {
             .collect(),
         requested_base_local_replacements: d.requested_base_local_replacements.clone(),
         kernel_arguments: d.kernel_arguments.clone(),
+        custom_origin: d.custom_origin.clone().unwrap_or_default(),
+        requested_local_fileoverride_packages: d.requested_local_fileoverride_packages.clone(),
+        regenerate_initramfs: d.regenerate_initramfs,
+        initramfs_args: d.initramfs_args.clone(),
+        live_replaced: d.live_replaced.clone().unwrap_or_default(),
+        live_packages_added: d.live_packages_added.clone(),
+        live_packages_replaced: d.live_packages_replaced.clone(),
     }
 }
 

@@ -301,12 +301,21 @@ fn tcp_needs_a_client_certificate() {
         let ev = collect(c.upgrade(pb::UpgradeRequest { options: opts(false), check_only: true, ..Default::default() }).await.unwrap().into_inner()).await;
         assert!(result_of(&ev).success, "{ev:?}");
         // without one: refused
-        let tls = ClientTlsConfig::new().ca_certificate(ca);
-        let refused = match Endpoint::try_from(ep).unwrap().tls_config(tls).unwrap().connect().await {
+        let tls = ClientTlsConfig::new().ca_certificate(ca.clone());
+        let refused = match Endpoint::try_from(ep.clone()).unwrap().tls_config(tls).unwrap().connect().await {
             Err(_) => true,
             Ok(ch) => LayerdClient::new(ch).get_status(pb::GetStatusRequest {}).await.is_err(),
         };
         assert!(refused, "a client without a certificate must not get in");
+        // with a certificate from another CA: refused too
+        let foreign = layerd_tests::tls::Certs::create(&h.dir.join("foreign-certs")).unwrap();
+        let id = Identity::from_pem(std::fs::read(foreign.dir.join("client.pem")).unwrap(), std::fs::read(foreign.dir.join("client.key")).unwrap());
+        let tls = ClientTlsConfig::new().ca_certificate(ca).identity(id);
+        let refused = match Endpoint::try_from(ep).unwrap().tls_config(tls).unwrap().connect().await {
+            Err(_) => true,
+            Ok(ch) => LayerdClient::new(ch).get_status(pb::GetStatusRequest {}).await.is_err(),
+        };
+        assert!(refused, "a client certificate from a foreign CA must not get in");
     });
     drop(h);
 }
@@ -379,5 +388,108 @@ fn declarative_apply_is_idempotent() {
         let e = c.apply(pb::ApplyRequest { packages: Some(pb::PackageSet { names: vec!["a b".into()] }), ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("packages.names"), "{e:?}");
+    });
+}
+
+/// A gRPC deployment in rpm-ostree's JSON shape, for comparing with `layerctl status --json`.
+fn rpm_ostree_json(d: &pb::Deployment) -> serde_json::Value {
+    let opt = |s: &str| if s.is_empty() { serde_json::Value::Null } else { serde_json::json!(s) };
+    let meta: serde_json::Map<String, serde_json::Value> =
+        d.base_commit_meta_json.iter().map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap())).collect();
+    serde_json::json!({
+        "id": d.id, "osname": d.osname, "serial": d.serial, "checksum": d.checksum, "version": opt(&d.version),
+        "timestamp": d.timestamp, "booted": d.booted, "staged": d.staged, "pinned": d.pinned, "unlocked": d.unlocked,
+        "finalization-locked": d.finalization_locked, "origin": opt(&d.origin),
+        "container-image-reference": opt(&d.container_image_reference),
+        "container-image-reference-digest": opt(&d.container_image_reference_digest),
+        "custom-origin": if d.custom_origin.is_empty() { serde_json::Value::Null } else { serde_json::json!(d.custom_origin) },
+        "base-checksum": opt(&d.base_checksum), "base-version": opt(&d.base_version),
+        "base-timestamp": if d.base_checksum.is_empty() { serde_json::Value::Null } else { serde_json::json!(d.base_timestamp) },
+        "base-commit-meta": meta, "packages": d.packages, "requested-packages": d.requested_packages,
+        "requested-local-packages": d.requested_local_packages,
+        "requested-local-fileoverride-packages": d.requested_local_fileoverride_packages,
+        "base-removals": d.base_removals, "requested-base-removals": d.requested_base_removals,
+        "base-local-replacements": d.base_local_replacements.iter().map(|r| [r.new_nevra.clone(), r.old_nevra.clone()]).collect::<Vec<_>>(),
+        "requested-base-local-replacements": d.requested_base_local_replacements,
+        "regenerate-initramfs": d.regenerate_initramfs, "initramfs-args": d.initramfs_args, "kernel-arguments": d.kernel_arguments,
+        "live-replaced": opt(&d.live_replaced),
+        "live-packages-added": if d.live_replaced.is_empty() { serde_json::Value::Null } else { serde_json::json!(d.live_packages_added) },
+        "live-packages-replaced": if d.live_replaced.is_empty() { serde_json::Value::Null } else { serde_json::json!(d.live_packages_replaced) },
+    })
+}
+
+#[test]
+fn status_parity_and_transactions_across_the_two_apis() {
+    let h = grpc_host("grpc-parity", &[]);
+    let rt = rt();
+    let dir = h.dir.join("rpms");
+    std::fs::create_dir_all(&dir).unwrap();
+    // a deployment with something in every part: a layered package applied live, an override,
+    // kernel arguments
+    let tool = RpmSpec::new("paritytool", "1").entry(Entry::file("/usr/bin/paritytool", "#!/bin/sh\necho p\n", 0o755)).write(&dir).unwrap();
+    h.layerctl_ok(&["install", "--apply-live", tool.to_str().unwrap()]).unwrap();
+    h.layerctl_ok(&["override", "remove", "dracut"]).unwrap();
+    h.layerctl_ok(&["kargs", "--append", "parity=1"]).unwrap();
+    rt.block_on(async {
+        let mut c = client(&h).await;
+        let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        let json = h.status_json().unwrap();
+        let dbus = json["deployments"].as_array().unwrap();
+        assert_eq!(s.deployments.len(), dbus.len());
+        for (g, d) in s.deployments.iter().zip(dbus) {
+            let g = rpm_ostree_json(g);
+            for (k, v) in g.as_object().unwrap() {
+                let want = d.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                assert_eq!(v, &want, "deployment {}: {k} differs between gRPC and D-Bus", d["id"]);
+            }
+            // and nothing D-Bus shows is missing from gRPC
+            for k in d.as_object().unwrap().keys() {
+                assert!(g.get(k).is_some(), "{k} is not in gRPC's status");
+            }
+        }
+        assert!(s.deployments.iter().any(|d| !d.live_replaced.is_empty() && d.live_packages_added == ["paritytool-1-1.x86_64"]), "{s:?}");
+
+        // a change started over D-Bus: visible, attachable and cancellable over gRPC, and a
+        // status stream sees what D-Bus changes
+        let mut watch = c.watch_status(pb::WatchStatusRequest {}).await.unwrap().into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        let slow = slow_rpm(&dir);
+        let dbus_txn = h.layerctl_command(&["install", slow.to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let id = loop {
+            let s = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+            if let Some(t) = s.transactions.first() {
+                break t.id.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let t = c.get_transaction(pb::GetTransactionRequest { transaction_id: id.clone() }).await.unwrap().into_inner();
+        // started by a D-Bus peer (its unique bus name, as no client id was given)
+        assert!(t.title == "install slow-1-1.x86_64" && t.client.starts_with(":1."), "{t:?}");
+        let mut attached = c.watch_transaction(pb::WatchTransactionRequest { transaction_id: id.clone(), since: 0 }).await.unwrap().into_inner();
+        loop {
+            let e = attached.message().await.unwrap().unwrap();
+            if matches!(&e.event, Some(pb::transaction_event::Event::Message(m)) if m.contains("Running %post")) {
+                break;
+            }
+        }
+        let r = c.cancel(pb::CancelRequest { transaction_id: id.clone() }).await.unwrap().into_inner();
+        assert!(r.cancelled);
+        assert_eq!(result_of(&collect(attached).await).error_name, "Cancelled");
+        let out = tokio::task::spawn_blocking(move || dbus_txn.wait_with_output().unwrap()).await.unwrap();
+        assert!(!out.status.success() && stderr(&out).contains("cancelled"), "{}", stderr(&out));
+        // the same change, not cancelled: the status stream shows it
+        h.layerctl_ok(&["install", slow.to_str().unwrap()]).unwrap();
+        loop {
+            let s = watch.message().await.unwrap().unwrap();
+            if s.deployments[0].requested_local_packages.contains(&"slow-1-1.x86_64".to_string()) {
+                assert_ne!(s.deployments[0].checksum, first.deployments[0].checksum);
+                break;
+            }
+        }
+        // and what gRPC changes, D-Bus shows
+        let ev = collect(c.kernel_args(pb::KernelArgsRequest { options: opts(false), append: vec!["from-grpc=1".into()], ..Default::default() }).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success);
+        let s = h.status_json().unwrap();
+        assert!(s["deployments"][0]["kernel-arguments"].as_array().unwrap().iter().any(|a| a == "from-grpc=1"), "{s}");
     });
 }
