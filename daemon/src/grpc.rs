@@ -174,6 +174,14 @@ where
     }
 }
 
+/// Package names of a request field, each checked, errors naming `field[i]`.
+fn check_names(field: &str, names: &[String]) -> Result<(), Status> {
+    for (i, n) in names.iter().enumerate() {
+        crate::layering::check_package_name(n).map_err(|e| Status::invalid_argument(format!("{field}[{i}]: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Whether a unix-socket peer may change the system: root, or a member of the writers' group.
 fn may_write(p: &Peer, writers_gid: Option<u32>, what: &str) -> Result<(), Status> {
     match p {
@@ -361,6 +369,7 @@ impl Api {
     /// `wait`: None follows the daemon's `wait-by-default`.
     async fn run(&self, op: Operation, caller: Caller, wait: Option<bool>) -> Result<Response<EventStream>, Status> {
         self.engine.touch();
+        let sender = caller.sender.clone();
         let (txn, joined) = self.engine.create_or_join(op, caller).map_err(status_of)?;
         // subscribe before starting: no event is missed
         let (history, rx) = txn.subscribe();
@@ -377,12 +386,18 @@ impl Api {
             }
             return Err(s);
         }
-        Ok(Response::new(event_stream(txn, history, rx, 0)))
+        // a caller that goes away before its change started takes it back, as over D-Bus
+        let owner = Some((self.engine.clone(), sender));
+        Ok(Response::new(event_stream(txn, history, rx, 0, owner)))
     }
 
+    /// The caller of one call. Its `sender` is unique to the call (as a D-Bus unique name is
+    /// to a connection), so the transaction it created or joined knows when this caller left.
     fn caller(peer: &Peer, o: &Option<pb::ChangeOptions>) -> Caller {
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Caller {
-            sender: peer.describe(),
+            sender: format!("{} call {n}", peer.describe()),
             uid: peer.uid(),
             client_id: o.as_ref().map(|o| o.client_id.clone()).unwrap_or_default(),
         }
@@ -520,79 +535,103 @@ fn event_of(txn_id: &str, e: &crate::txn::Event) -> Option<pb::TransactionEvent>
 }
 
 /// `started`, the history, then live events until `finished`.
-fn event_stream(txn: Arc<Transaction>, history: Vec<crate::txn::Event>, mut rx: tokio::sync::broadcast::Receiver<crate::txn::Event>, since: u64) -> EventStream {
+/// The events of `txn` after `since`, ending with its result. `owner` (engine, caller) is
+/// the call that created or joined it: when that client goes away before the end, it is
+/// treated like a D-Bus peer leaving the bus (a change not started yet is cancelled unless
+/// someone else waits for it).
+fn event_stream(
+    txn: Arc<Transaction>,
+    history: Vec<crate::txn::Event>,
+    rx: tokio::sync::broadcast::Receiver<crate::txn::Event>,
+    since: u64,
+    owner: Option<(Arc<Engine>, String)>,
+) -> EventStream {
     let (tx, out) = mpsc::channel(64);
     tokio::spawn(async move {
-        let started = pb::TransactionEvent {
-            transaction_id: txn.id.clone(),
-            seq: 0,
-            event: Some(pb::transaction_event::Event::Started(info_of(&txn))),
-        };
-        if tx.send(Ok(started)).await.is_err() {
-            return;
+        let client_left = forward_events(&txn, history, rx, since, &tx).await;
+        if let (true, Some((engine, sender))) = (client_left, owner) {
+            engine.peer_vanished(&sender);
         }
-        let mut last = since;
-        for e in history.iter().filter(|e| e.seq > since) {
-            last = e.seq;
-            let finished = matches!(e.kind, EventKind::Finished(_));
-            if let Some(ev) = event_of(&txn.id, e) {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
+    });
+    Box::pin(ReceiverStream::new(out))
+}
+
+/// Send `txn`'s events to `tx`; returns whether the client went away before the end.
+async fn forward_events(
+    txn: &Arc<Transaction>,
+    history: Vec<crate::txn::Event>,
+    mut rx: tokio::sync::broadcast::Receiver<crate::txn::Event>,
+    since: u64,
+    tx: &mpsc::Sender<Result<pb::TransactionEvent, Status>>,
+) -> bool {
+    let started = pb::TransactionEvent {
+        transaction_id: txn.id.clone(),
+        seq: 0,
+        event: Some(pb::transaction_event::Event::Started(info_of(txn))),
+    };
+    if tx.send(Ok(started)).await.is_err() {
+        return true;
+    }
+    let mut last = since;
+    for e in history.iter().filter(|e| e.seq > since) {
+        last = e.seq;
+        let finished = matches!(e.kind, EventKind::Finished(_));
+        if let Some(ev) = event_of(&txn.id, e) {
+            if tx.send(Ok(ev)).await.is_err() {
+                return true;
+            }
+        }
+        if finished {
+            return false;
+        }
+    }
+    // asked for events after the end (a client resuming from its last seen event): the
+    // result is all there is left to send
+    if txn.state().is_finished() && !history.iter().any(|e| e.seq > since) {
+        if let Some(r) = txn.result() {
+            let ev = pb::TransactionEvent { transaction_id: txn.id.clone(), seq: last, event: Some(pb::transaction_event::Event::Finished(result_of(r))) };
+            let _ = tx.send(Ok(ev)).await;
+        }
+        return false;
+    }
+    loop {
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            // the client went away: stop following
+            _ = tx.closed() => return true,
+        };
+        match next {
+            Ok(e) if e.seq <= last => continue,
+            Ok(e) => {
+                last = e.seq;
+                let finished = matches!(e.kind, EventKind::Finished(_));
+                if let Some(ev) = event_of(&txn.id, &e) {
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return true;
+                    }
+                }
+                if finished {
+                    return false;
                 }
             }
-            if finished {
-                return;
-            }
-        }
-        // asked for events after the end (a client resuming from its last seen event): the
-        // result is all there is left to send
-        if txn.state().is_finished() && !history.iter().any(|e| e.seq > since) {
-            if let Some(r) = txn.result() {
-                let ev = pb::TransactionEvent { transaction_id: txn.id.clone(), seq: last, event: Some(pb::transaction_event::Event::Finished(result_of(r))) };
-                let _ = tx.send(Ok(ev)).await;
-            }
-            return;
-        }
-        loop {
-            let next = tokio::select! {
-                r = rx.recv() => r,
-                // the client went away: stop following
-                _ = tx.closed() => return,
-            };
-            match next {
-                Ok(e) if e.seq <= last => continue,
-                Ok(e) => {
+            // fell behind: replay what was missed from the history
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                for e in txn.events_since(last) {
                     last = e.seq;
                     let finished = matches!(e.kind, EventKind::Finished(_));
                     if let Some(ev) = event_of(&txn.id, &e) {
                         if tx.send(Ok(ev)).await.is_err() {
-                            return;
+                            return true;
                         }
                     }
                     if finished {
-                        return;
+                        return false;
                     }
                 }
-                // fell behind: replay what was missed from the history
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    for e in txn.events_since(last) {
-                        last = e.seq;
-                        let finished = matches!(e.kind, EventKind::Finished(_));
-                        if let Some(ev) = event_of(&txn.id, &e) {
-                            if tx.send(Ok(ev)).await.is_err() {
-                                return;
-                            }
-                        }
-                        if finished {
-                            return;
-                        }
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
         }
-    });
-    Box::pin(ReceiverStream::new(out))
+    }
 }
 
 fn deployment_of(d: &layerd_interfaces::Deployment) -> pb::Deployment {
@@ -744,6 +783,7 @@ impl Layerd for Api {
     async fn install(&self, req: Request<pb::InstallRequest>) -> Result<Response<EventStream>, Status> {
         let peer = self.writer(&req, "Install")?;
         let r = req.into_inner();
+        check_names("packages", &r.packages)?;
         let install_local = self.local_packages(&peer, r.local_packages, "local_packages").await?;
         let opts = package_options(r.package_options, &r.options);
         let op = Operation::Layer(LayerRequest { install_local, install: r.packages, opts, ..Default::default() });
@@ -758,6 +798,8 @@ impl Layerd for Api {
         if r.packages.is_empty() && !r.all {
             return Err(Status::invalid_argument("packages: name the packages to uninstall, or set all"));
         }
+        check_names("packages", &r.packages)?;
+        check_names("install", &r.install)?;
         let install_local = self.local_packages(&peer, r.install_local, "install_local").await?;
         let opts = package_options(r.package_options, &r.options);
         let op = Operation::Layer(LayerRequest {
@@ -778,6 +820,9 @@ impl Layerd for Api {
         let r = req.into_inner();
         if r.remove.is_empty() && r.replace.is_empty() && r.reset.is_empty() && !r.reset_all {
             return Err(Status::invalid_argument("override: set remove, replace, reset or reset_all"));
+        }
+        for (field, names) in [("remove", &r.remove), ("reset", &r.reset), ("install", &r.install), ("uninstall", &r.uninstall)] {
+            check_names(field, names)?;
         }
         let replace_local = self.local_packages(&peer, r.replace, "replace").await?;
         let opts = package_options(r.package_options, &r.options);
@@ -924,9 +969,7 @@ impl Layerd for Api {
         let (install, uninstall) = match &r.packages {
             None => (Vec::new(), Vec::new()),
             Some(set) => {
-                if let Some(bad) = set.names.iter().find(|n| n.is_empty() || n.contains(char::is_whitespace)) {
-                    return Err(Status::invalid_argument(format!("packages.names: {bad:?} is not a package name")));
-                }
+                check_names("packages.names", &set.names)?;
                 let have = &current.requested_packages;
                 (
                     set.names.iter().filter(|n| !have.contains(n)).cloned().collect(),
@@ -1001,7 +1044,7 @@ impl Layerd for Api {
             .transaction(&r.transaction_id)
             .ok_or_else(|| Status::not_found(format!("transaction_id: no transaction {:?}", r.transaction_id)))?;
         let (history, rx) = txn.subscribe();
-        Ok(Response::new(event_stream(txn, history, rx, r.since)))
+        Ok(Response::new(event_stream(txn, history, rx, r.since, None)))
     }
 }
 

@@ -53,13 +53,24 @@ impl KargsEdit {
     }
 
     /// Check every argument's syntax (before a transaction exists).
+    /// Errors name the list (`append`, `delete`, … as the options are called over D-Bus and
+    /// gRPC, `--append` … on the command line) and the argument.
     pub fn validate(&self) -> Result<()> {
-        for v in self.append.iter().chain(&self.append_if_missing).chain(&self.delete).chain(&self.delete_if_present).chain(&self.replace) {
-            check_arg(v)?;
+        let lists = [
+            ("append", &self.append),
+            ("append-if-missing", &self.append_if_missing),
+            ("delete", &self.delete),
+            ("delete-if-present", &self.delete_if_present),
+            ("replace", &self.replace),
+        ];
+        for (name, list) in lists {
+            for v in list {
+                check_arg(v).map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+            }
         }
         for r in &self.replace {
             if !r.contains('=') {
-                return Err(Error::InvalidArgument(format!("--replace {r:?}: expected KEY=VALUE or KEY=OLD=NEW")));
+                return Err(Error::InvalidArgument(format!("replace: {r:?}: expected KEY=VALUE or KEY=OLD=NEW")));
             }
         }
         Ok(())

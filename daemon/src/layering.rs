@@ -198,7 +198,7 @@ fn pick_entries(picks: &[crate::solve::Pick]) -> Vec<String> {
 const MAX_PACKAGE_REQUEST: usize = 4096;
 
 /// A package request (name, NEVRA, provide or file path) must be one printable word.
-fn check_package_name(n: &str) -> Result<()> {
+pub(crate) fn check_package_name(n: &str) -> Result<()> {
     if n.is_empty() {
         return Err(Error::InvalidArgument("an empty package name was given".into()));
     }

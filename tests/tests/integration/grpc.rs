@@ -137,14 +137,16 @@ fn status_changes_busy_attach_cancel_and_errors() {
         assert!(e.message().contains("revision"), "{e:?}");
         let e = c.kernel_args(pb::KernelArgsRequest { append: vec!["=x".into()], ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("empty key"), "{e:?}");
+        assert!(e.message().contains("append: kernel argument \"=x\": has an empty key"), "{e:?}");
         // protobuf strings may carry NUL bytes (D-Bus strings cannot): refused, naming the name
         let e = c.install(pb::InstallRequest { options: opts(false), packages: vec!["a\0b".into()], ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("not a valid package name"), "{e:?}");
-        let e = c.install(pb::InstallRequest { options: opts(false), packages: vec![String::new()], ..Default::default() }).await.err().unwrap();
+        assert!(e.message().contains("packages[0]: \"a\\0b\" is not a valid package name"), "{e:?}");
+        let e = c.install(pb::InstallRequest { options: opts(false), packages: vec!["htop".into(), String::new()], ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("empty package name"), "{e:?}");
+        assert!(e.message().contains("packages[1]: an empty package name"), "{e:?}");
+        let e = c.r#override(pb::OverrideRequest { options: opts(false), remove: vec!["two words".into()], ..Default::default() }).await.err().unwrap();
+        assert!(e.message().contains("remove[0]: "), "{e:?}");
         let e = c.get_transaction(pb::GetTransactionRequest { transaction_id: "nope".into() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::NotFound);
 
@@ -477,6 +479,30 @@ fn status_parity_and_transactions_across_the_two_apis() {
         assert_eq!(result_of(&collect(attached).await).error_name, "Cancelled");
         let out = tokio::task::spawn_blocking(move || dbus_txn.wait_with_output().unwrap()).await.unwrap();
         assert!(!out.status.success() && stderr(&out).contains("cancelled"), "{}", stderr(&out));
+        // a gRPC caller queued behind a running change that goes away takes its own change
+        // back, as a D-Bus caller leaving the bus does
+        let lock = SysrootLock::take(&h).unwrap();
+        let mut running = h.layerctl_command(&["kargs", "--append", "held=1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        wait_until("the held change runs", || h.layerctl_ok(&["status"]).unwrap().contains("State: busy"));
+        let mut queued = c.kernel_args(pb::KernelArgsRequest { options: opts(true), append: vec!["queued=1".into()], ..Default::default() }).await.unwrap().into_inner();
+        let queued_id = match queued.message().await.unwrap().unwrap().event {
+            Some(pb::transaction_event::Event::Started(t)) => t.id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.get_transaction(pb::GetTransactionRequest { transaction_id: queued_id.clone() }).await.unwrap().into_inner().state, "queued");
+        drop(queued);
+        let mut state = String::new();
+        for _ in 0..500 {
+            state = c.get_transaction(pb::GetTransactionRequest { transaction_id: queued_id.clone() }).await.unwrap().into_inner().state;
+            if state == "cancelled" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(state, "cancelled", "the queued change of a caller that left");
+        h.layerctl_ok(&["cancel"]).unwrap();
+        let _ = running.wait();
+        drop(lock);
         // the same change, not cancelled: the status stream shows it
         h.layerctl_ok(&["install", slow.to_str().unwrap()]).unwrap();
         loop {
