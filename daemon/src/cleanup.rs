@@ -10,7 +10,7 @@ use crate::ostree;
 /// What to clean (at least one must be set).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CleanupOptions {
-    /// Staged or pending deployments (boot before the booted one).
+    /// Staged or pending deployments (boot before the booted one), except pinned ones.
     pub pending: bool,
     /// Rollback deployments (after the booted one), except pinned ones.
     pub rollback: bool,
@@ -48,8 +48,9 @@ pub struct Slot {
 pub fn plan(slots: &[Slot], anchor: usize, opts: &CleanupOptions) -> Vec<usize> {
     (0..slots.len())
         .filter(|&i| {
+            // pinned deployments survive every cleanup (a staged one is never pinned)
             if i < anchor {
-                !opts.pending
+                !opts.pending || slots[i].pinned
             } else if i > anchor {
                 !opts.rollback || slots[i].pinned
             } else {
@@ -73,7 +74,8 @@ pub fn run(txn: &Transaction, path: &SysrootPath, opts: &CleanupOptions, repomd_
     let slots: Vec<Slot> = deployments.iter().map(|d| Slot { pinned: d.is_pinned() }).collect();
     let keep = plan(&slots, anchor, opts);
     for (i, d) in deployments.iter().enumerate() {
-        if i > anchor && opts.rollback && d.is_pinned() {
+        let asked = if i < anchor { opts.pending } else { i > anchor && opts.rollback };
+        if asked && d.is_pinned() {
             txn.message(format!("Keeping pinned deployment {}", deployment_id(d)));
         }
     }
@@ -144,6 +146,13 @@ mod tests {
     fn pending_removes_newer_only() {
         let o = CleanupOptions { pending: true, ..Default::default() };
         assert_eq!(plan(&slots(&[false, false, false]), 1, &o), vec![1, 2]);
+    }
+
+    #[test]
+    fn pending_keeps_a_pinned_one() {
+        // a pinned rollback that `rollback` made the default is "pending" now
+        let o = CleanupOptions { pending: true, ..Default::default() };
+        assert_eq!(plan(&slots(&[false, true, false]), 2, &o), vec![1, 2]);
     }
 
     #[test]

@@ -519,3 +519,68 @@ fn status_parity_and_transactions_across_the_two_apis() {
         assert!(s["deployments"][0]["kernel-arguments"].as_array().unwrap().iter().any(|a| a == "from-grpc=1"), "{s}");
     });
 }
+
+#[test]
+fn every_kind_of_change_through_grpc() {
+    let mut h = grpc_host("grpc-changes", &["--reboot-command".into(), "/usr/bin/busybox touch /run/reboot-requested".into()]);
+    let rt = rt();
+    let run = |events: Vec<pb::TransactionEvent>| -> pb::TransactionResult { result_of(&events) };
+    std::fs::create_dir_all(h.dir.join("rpms")).unwrap();
+    let tool = std::fs::read(
+        RpmSpec::new("gtool", "1").entry(Entry::file("/usr/bin/gtool", "#!/bin/sh\necho g\n", 0o755)).write(&h.dir.join("rpms")).unwrap(),
+    )
+    .unwrap();
+    h.publish(&OsSpec::new("2.0")).unwrap();
+    rt.block_on(async {
+        let mut c = client(&h).await;
+        let status = |s: pb::Status| s.deployments;
+        // install (bytes), uninstall
+        let local = vec![pb::LocalPackage { source: Some(pb::local_package::Source::Content(tool.clone())), label: "gtool.rpm".into() }];
+        let r = run(collect(c.install(pb::InstallRequest { options: opts(false), local_packages: local, ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let r = run(collect(c.uninstall(pb::UninstallRequest { options: opts(false), packages: vec!["gtool".into()], ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        assert!(status(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner())[0].requested_local_packages.is_empty());
+        // override remove
+        let r = run(collect(c.r#override(pb::OverrideRequest { options: opts(false), remove: vec!["dracut".into()], ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        assert_eq!(status(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner())[0].requested_base_removals, ["dracut"]);
+        // upgrade, held back until finalized; the override is carried
+        let base_options = Some(pb::BaseOptions { lock_finalization: true, ..Default::default() });
+        let r = run(collect(c.upgrade(pb::UpgradeRequest { options: opts(false), base_options, ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let d = status(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner());
+        assert!(d[0].finalization_locked && d[0].base_version == "2.0" && d[0].requested_base_removals == ["dracut"], "{d:?}");
+        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: "0".repeat(64) }).await.unwrap().into_inner()).await);
+        assert!(!r.success && r.error_message.contains("refusing to finalize something else"), "{r:?}");
+        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: d[0].checksum.clone() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        assert!(h.rundir().unwrap().join("reboot-requested").exists(), "finalizing reboots");
+        // refreshing metadata with no repository: the stream ends with the reason
+        let r = run(collect(c.refresh_metadata(pb::RefreshMetadataRequest { options: opts(false), force: true }).await.unwrap().into_inner()).await);
+        assert!(!r.success && r.error_message.contains("no enabled repositories"), "{r:?}");
+    });
+    h.reboot().unwrap();
+    rt.block_on(async {
+        let mut c = client(&h).await;
+        let d = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments;
+        assert!(d[0].booted && d[0].base_version == "2.0", "{d:?}");
+        // pin the rollback, roll back to it, deploy a version again, clean up what is pending
+        let r = result_of(&collect(c.pin(pb::PinRequest { options: opts(false), index: 1, unpin: false }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let r = result_of(&collect(c.rollback(pb::RollbackRequest { options: opts(false) }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let d = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments;
+        assert!(d[0].version == "1.0" && d[0].pinned && !d[0].booted, "the pinned 1.0 deployment is the default now: {d:?}");
+        let r = result_of(&collect(c.deploy(pb::DeployRequest { options: opts(false), revision: "2.0".into(), ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let d = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments;
+        // built from the new default's origin (the plain 1.0 deployment: no override)
+        assert!(d[0].staged && d[0].version == "2.0" && d[0].requested_base_removals.is_empty(), "{d:?}");
+        let r = result_of(&collect(c.cleanup(pb::CleanupRequest { options: opts(false), pending: true, ..Default::default() }).await.unwrap().into_inner()).await);
+        assert!(r.success, "{r:?}");
+        let d = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments;
+        assert!(!d.iter().any(|d| d.staged), "{d:?}");
+        assert!(d.iter().any(|d| d.pinned && d.version == "1.0"), "the pinned deployment survives the cleanup: {d:?}");
+    });
+}

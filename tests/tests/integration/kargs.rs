@@ -20,7 +20,11 @@ fn kargs_round_trip_through_a_reboot() {
     assert!(k.contains(&"root=LABEL=boot".to_string()), "{k:?}");
     let same = h.layerctl(&["kargs", "--append-if-missing", "foo=bar", "--delete-if-present", "absent", "--unchanged-exit-77"]).unwrap();
     assert_eq!(same.status.code(), Some(77), "{}{}", stdout(&same), stderr(&same));
+    // the boot entry of the staged deployment carries them (what the boot loader reads)
     h.reboot().unwrap();
+    let entries = h.exec_ok(&["sh", "-c", "grep -h '^options' /boot/loader/entries/*.conf"]).unwrap();
+    let booted_entry = entries.lines().find(|l| l.contains("foo=bar")).unwrap_or_else(|| panic!("no boot entry has the new arguments:\n{entries}"));
+    assert!(booted_entry.contains("nosmt") && !booted_entry.split_whitespace().any(|a| a == "rw"), "{booted_entry}");
     let cmdline = h.exec_ok(&["cat", "/proc/cmdline"]).unwrap();
     assert!(cmdline.contains("foo=bar") && cmdline.contains("nosmt") && !cmdline.split_whitespace().any(|a| a == "rw"), "{cmdline}");
     // --import-proc-cmdline starts from what the kernel was booted with (here the boot loader
