@@ -308,6 +308,9 @@ enum Cmd {
     /// Unlock the staged deployment CHECKSUM (staged with --lock-finalization) and reboot.
     FinalizeDeployment {
         checksum: String,
+        /// Reboot into it even if it was not staged locked.
+        #[arg(long)]
+        allow_unlocked: bool,
         #[command(flatten)]
         change: ChangeOpts,
     },
@@ -472,7 +475,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.pin(index, opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
-        Cmd::FinalizeDeployment { checksum, change } => {
+        Cmd::FinalizeDeployment { checksum, allow_unlocked, change } => {
+            set_flags(&mut opts, &[("allow-unlocked", allow_unlocked)]);
             let daemon = connect::daemon(&conn).await?;
             let path = daemon.finalize_deployment(&checksum, opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await

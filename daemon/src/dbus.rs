@@ -475,13 +475,14 @@ impl Layerd1 {
     ) -> Result<OwnedObjectPath, ApiError> {
         self.engine.touch();
         let mut o = Options::new("FinalizeDeployment", options);
+        let allow_unlocked = o.bool("allow-unlocked")?;
         let client_id = o.string("client-id")?;
         o.finish()?;
         if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ApiError::InvalidArgument(format!("{checksum:?} is not a commit checksum (64 hex digits)")));
         }
         let caller = self.caller(conn, &header, client_id).await;
-        self.submit(Operation::Finalize { checksum }, caller, conn, server).await
+        self.submit(Operation::Finalize { checksum, allow_unlocked }, caller, conn, server).await
     }
 
     async fn reload(&self) -> Result<(), ApiError> {

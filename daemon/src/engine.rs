@@ -41,7 +41,7 @@ pub enum Operation {
     /// Pin or unpin the deployment at this boot-order index.
     Pin { index: u32, unpin: bool },
     /// Unlock the staged deployment with this checksum and reboot.
-    Finalize { checksum: String },
+    Finalize { checksum: String, allow_unlocked: bool },
     /// Apply the staged deployment to the running system, or undo that (`reset`).
     ApplyLive { reset: bool, allow_replacement: bool },
     /// Internal: clean up after a transaction interrupted by a crash (first thing at start-up).
@@ -60,7 +60,7 @@ impl Operation {
             Operation::Kargs { edit, .. } => edit.title(),
             Operation::Pin { index, unpin: false } => format!("pin {index}"),
             Operation::Pin { index, unpin: true } => format!("pin --unpin {index}"),
-            Operation::Finalize { checksum } => format!("finalize-deployment {checksum}"),
+            Operation::Finalize { checksum, .. } => format!("finalize-deployment {checksum}"),
             Operation::ApplyLive { reset: true, .. } => "apply-live --reset".into(),
             Operation::ApplyLive { allow_replacement: true, .. } => "apply-live --allow-replacement".into(),
             Operation::ApplyLive { .. } => "apply-live".into(),
@@ -404,7 +404,7 @@ impl Engine {
                 Operation::RefreshMd { force } => layering::refresh_md(&t, &path, *force, &settings),
                 Operation::Kargs { edit, .. } => crate::kargs::run(&t, &path, edit),
                 Operation::Pin { index, unpin } => crate::finalize::pin(&t, &path, *index, *unpin),
-                Operation::Finalize { checksum } => crate::finalize::finalize(&t, &path, checksum),
+                Operation::Finalize { checksum, allow_unlocked } => crate::finalize::finalize(&t, &path, checksum, *allow_unlocked),
                 Operation::Recover { interrupted } => recover(&t, &path, interrupted),
             }
         })
@@ -493,8 +493,9 @@ impl Engine {
 
     /// Cancel a transaction. A created or queued one ends at once; a running one stops at its
     /// next cancellation point and undoes its partial work.
-    pub fn cancel(&self, txn: &Transaction) {
-        self.cancel_if(txn, |_| true);
+    /// Cancel `txn` unless it already finished; returns whether this call cancelled it.
+    pub fn cancel(&self, txn: &Transaction) -> bool {
+        self.cancel_if(txn, |_| true)
     }
 
     /// Cancel under the writer lock, so it cannot race `start`/`run_next`, and only when

@@ -37,8 +37,10 @@ pub fn pin(txn: &Transaction, path: &SysrootPath, index: u32, unpin: bool) -> Re
 
 /// `finalize-deployment CHECKSUM`: let the staged deployment (which must be `checksum`, so an
 /// orchestrator finalizes exactly what it checked) be applied at the next shutdown. The caller
-/// reboots (the operation asks for it).
-pub fn finalize(txn: &Transaction, path: &SysrootPath, checksum: &str) -> Result<bool> {
+/// reboots (the operation asks for it). A deployment that was not staged locked is refused
+/// unless `allow_unlocked`, as rpm-ostree does: finalizing what nobody held back means the
+/// orchestrator's idea of the node is off.
+pub fn finalize(txn: &Transaction, path: &SysrootPath, checksum: &str, allow_unlocked: bool) -> Result<bool> {
     let locked = path.lock_for(txn)?;
     let staged = locked
         .sysroot
@@ -52,7 +54,13 @@ pub fn finalize(txn: &Transaction, path: &SysrootPath, checksum: &str) -> Result
     }
     match std::fs::remove_file(LOCK) {
         Ok(()) => txn.message(format!("Unlocked {}; it is applied at the next reboot", deployment_id(&staged))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => txn.message("The staged deployment was not locked"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && allow_unlocked => txn.message("The staged deployment was not locked"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidState(format!(
+                "the staged deployment {} is not locked (it was not staged with --lock-finalization); pass --allow-unlocked to reboot into it anyway",
+                deployment_id(&staged)
+            )))
+        }
         Err(e) => return Err(Error::Failed(format!("removing {LOCK}: {e}"))),
     }
     Ok(true)

@@ -936,7 +936,8 @@ impl Layerd for Api {
         if r.checksum.is_empty() {
             return Err(Status::invalid_argument("checksum: give the staged deployment's commit checksum"));
         }
-        self.run(Operation::Finalize { checksum: r.checksum }, Self::caller(&peer, &r.options), wait(&r.options)).await
+        let op = Operation::Finalize { checksum: r.checksum, allow_unlocked: r.allow_unlocked };
+        self.run(op, Self::caller(&peer, &r.options), wait(&r.options)).await
     }
 
     type PinStream = EventStream;
@@ -1025,8 +1026,9 @@ impl Layerd for Api {
             }
         }
         log::info!("txn {} ({}): cancel requested by {}", txn.id, txn.title, peer.describe());
-        self.engine.cancel(&txn);
-        Ok(Response::new(pb::CancelResponse { cancelled: true }))
+        // false when it finished meanwhile
+        let cancelled = self.engine.cancel(&txn);
+        Ok(Response::new(pb::CancelResponse { cancelled }))
     }
 
     async fn get_transaction(&self, req: Request<pb::GetTransactionRequest>) -> Result<Response<pb::Transaction>, Status> {

@@ -551,9 +551,9 @@ fn every_kind_of_change_through_grpc() {
         assert!(r.success, "{r:?}");
         let d = status(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner());
         assert!(d[0].finalization_locked && d[0].base_version == "2.0" && d[0].requested_base_removals == ["dracut"], "{d:?}");
-        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: "0".repeat(64) }).await.unwrap().into_inner()).await);
+        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: "0".repeat(64), ..Default::default() }).await.unwrap().into_inner()).await);
         assert!(!r.success && r.error_message.contains("refusing to finalize something else"), "{r:?}");
-        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: d[0].checksum.clone() }).await.unwrap().into_inner()).await);
+        let r = run(collect(c.finalize_deployment(pb::FinalizeDeploymentRequest { options: opts(false), checksum: d[0].checksum.clone(), ..Default::default() }).await.unwrap().into_inner()).await);
         assert!(r.success, "{r:?}");
         assert!(h.rundir().unwrap().join("reboot-requested").exists(), "finalizing reboots");
         // refreshing metadata with no repository: the stream ends with the reason

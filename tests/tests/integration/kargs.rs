@@ -140,6 +140,13 @@ fn pinning_and_locked_finalization() {
     assert!(out.contains("finalization lock of the replaced staged deployment"), "{out}");
     let s = h.status_json().unwrap();
     assert_eq!(s["deployments"][0]["finalization-locked"], false, "{s}");
+    // finalizing what was not staged locked is refused unless allowed
+    let csum = s["deployments"][0]["checksum"].as_str().unwrap().to_string();
+    let e = h.layerctl(&["finalize-deployment", &csum]).unwrap();
+    assert!(stderr(&e).contains("is not locked") && stderr(&e).contains("--allow-unlocked"), "{}", stderr(&e));
+    let flag = h.rundir().unwrap().join("reboot-requested");
+    h.layerctl_ok(&["finalize-deployment", "--allow-unlocked", &csum]).unwrap();
+    assert!(flag.exists(), "finalizing reboots");
     h.reboot().unwrap();
     assert!(h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("after-lock=1"), "the reboot applied it");
 }
