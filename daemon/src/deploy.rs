@@ -86,9 +86,10 @@ pub(crate) fn kargs_of(d: &ostree::Deployment) -> Vec<String> {
 /// merging `/etc` from the merge deployment.
 ///
 /// `lock_finalization` holds the staged deployment back from the next reboot (the lock file
-/// exists before the deployment is staged, so no shutdown in between finalizes it). The lock
-/// belongs to whichever deployment is staged, so staging without it drops a lock left by an
-/// earlier `--lock-finalization`: the new deployment replaces that one and was not asked to wait.
+/// exists before the deployment is staged, so no shutdown in between finalizes it). A lock an
+/// earlier `--lock-finalization` left stays, as with rpm-ostree: an orchestrator that held the
+/// node back decides when it moves, whatever else is staged meanwhile; the message and status
+/// (`finalization-locked`) say so.
 pub(crate) fn stage(
     txn: &Transaction,
     locked: &LockedSysroot,
@@ -120,8 +121,7 @@ pub(crate) fn stage(
         if lock_finalization {
             txn.message("Locked: a reboot does not apply it until `layerctl finalize-deployment`");
         } else if lock.exists() {
-            std::fs::remove_file(lock).with_context(|| format!("removing the finalization lock {}", lock.display()))?;
-            txn.message("The finalization lock of the replaced staged deployment is gone with it");
+            txn.message("Still locked (an earlier --lock-finalization): a reboot does not apply it until `layerctl finalize-deployment`");
         }
         txn.message("Run \"systemctl reboot\" to start a reboot");
     } else {

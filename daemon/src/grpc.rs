@@ -164,10 +164,14 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
         if !READ_ONLY_METHODS.contains(&method) {
-            if let Some(PeerInfo(Some(p @ Peer::Local { .. }))) = req.extensions().get::<PeerInfo>() {
-                if let Err(denied) = may_write(p, self.writers_gid, method) {
-                    return Box::pin(std::future::ready(Ok(denied.into_http())));
-                }
+            let denied = match req.extensions().get::<PeerInfo>() {
+                Some(PeerInfo(Some(p))) => may_write(p, self.writers_gid, method).err(),
+                Some(PeerInfo(None)) => Some(Status::unauthenticated("the unix socket peer's credentials are unavailable")),
+                // TLS: the handshake already asked for a client certificate
+                None => None,
+            };
+            if let Some(denied) = denied {
+                return Box::pin(std::future::ready(Ok(denied.into_http())));
             }
         }
         Box::pin(tower_service::Service::call(&mut self.inner, req))
@@ -758,13 +762,13 @@ impl Layerd for Api {
                     Ok(s) if last.as_ref() != Some(&s) => {
                         last = Some(s.clone());
                         if tx.send(Ok(s)).await.is_err() {
-                            return;
+                            break;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
-                        return;
+                        break;
                     }
                 }
                 tokio::select! {

@@ -467,21 +467,44 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         resolver = Some(r);
     }
 
-    if resolver.is_none() && (!ovr.is_empty() || !local_headers.is_empty()) {
-        // local packages and overrides alone: the base is checked first (no repository needed
-        // when it has what the local packages need and keeps what others need)
-        let base_only = txn.task("Checking dependencies", || resolve::check_base(db.root(), &base, settings, &erase, &local_headers));
-        if let Err(e) = base_only {
+    // Local packages and overrides without repository requests. When the source deployment
+    // was built by layerd from this very set on this base, its check holds and what the
+    // repositories supplied for the local packages then is carried as it was (an unchanged
+    // request answers at once, offline too).
+    let as_built = requested.is_empty()
+        && origin.requested_packages.is_empty()
+        && base == current_base
+        && new_ovr == current_ovr
+        && entries.iter().collect::<BTreeSet<_>>() == origin.requested_local.iter().collect::<BTreeSet<_>>()
+        && commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs").is_some();
+    if resolver.is_none() && !local_headers.is_empty() && as_built {
+        let replacements: Vec<&String> = ovr.replacements.iter().map(|(e, _)| e).collect();
+        repo_entries = commit_meta_strs(&repo, source.csum().as_str(), "layerd.layered")
+            .into_iter()
+            .filter(|e| !entries.contains(e) && !replacements.contains(&e))
+            .collect();
+    } else if resolver.is_none() && (!ovr.is_empty() || !local_headers.is_empty()) {
+        // the base first (no repository needed when it has what the local packages need and
+        // keeps what others need)
+        let base_only = txn.task("Checking dependencies", || resolve::check_base(db.root(), &base, settings, &erase, &local_headers))?;
+        match base_only {
+            Ok(()) => {}
             // what the base lacks may come from the enabled repositories, as with dnf
-            let (etc, os_release) = repo_context()?;
-            if local_headers.is_empty() || !resolve::any_enabled(&etc, &os_release) {
-                return Err(e);
+            Err(e @ (crate::solve::SolveError::Missing(_) | crate::solve::SolveError::Problems(_))) if !local_headers.is_empty() => {
+                let (etc, os_release) = repo_context()?;
+                if !resolve::any_enabled(&etc, &os_release) {
+                    return Err(resolve::solve_error(e));
+                }
+                let mut r = open_resolver(false).map_err(|o| {
+                    Error::InvalidState(format!("{}; the repositories that could supply it could not be read: {o}", resolve::solve_error(e)))
+                })?;
+                let opts = crate::solve::SolveOptions { weak_deps: settings.weak_deps, erase: erase.clone(), local: local_headers.clone() };
+                picks = txn.task("Resolving dependencies of local packages", || r.solve_with(&[], opts))?;
+                repo_entries = pick_entries(&picks);
+                resolver = Some(r);
             }
-            let mut r = open_resolver(false)?;
-            let opts = crate::solve::SolveOptions { weak_deps: settings.weak_deps, erase: erase.clone(), local: local_headers.clone() };
-            picks = txn.task("Resolving dependencies of local packages", || r.solve_with(&[], opts))?;
-            repo_entries = pick_entries(&picks);
-            resolver = Some(r);
+            // removals others need, or changes to the base: no repository changes that
+            Err(e) => return Err(resolve::solve_error(e)),
         }
     }
 

@@ -185,27 +185,32 @@ fn copy_dir_attrs(from: &Path, to: &Path) {
     }
 }
 
+/// The host's mount table (PID 1's). Unreadable is an error, never "nothing mounted": reset
+/// would otherwise drop layers an overlay still uses.
+fn host_mountinfo() -> Result<String> {
+    std::fs::read_to_string("/proc/1/mountinfo").context("reading the host's mount table (/proc/1/mountinfo)")
+}
+
 /// The mounts on /usr in the host's mount namespace, oldest first: whether each is a live layer.
-fn usr_mounts() -> Vec<bool> {
-    std::fs::read_to_string("/proc/1/mountinfo")
-        .unwrap_or_default()
+fn usr_mounts() -> Result<Vec<bool>> {
+    Ok(host_mountinfo()?
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let dash = f.iter().position(|x| *x == "-")?;
             (f.get(4) == Some(&"/usr")).then(|| f.get(dash + 1) == Some(&"overlay") && f.get(dash + 2) == Some(&"layerd-live"))
         })
-        .collect()
+        .collect())
 }
 
 /// Whether `path` is a mount point in the host's mount namespace.
-fn is_mount_point(path: &str) -> bool {
-    std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(4) == Some(path))
+fn is_mount_point(path: &str) -> Result<bool> {
+    Ok(host_mountinfo()?.lines().any(|l| l.split_whitespace().nth(4) == Some(path)))
 }
 
 /// How many live overlays sit on /usr.
-fn live_mounts_on_usr() -> usize {
-    usr_mounts().into_iter().filter(|live| *live).count()
+fn live_mounts_on_usr() -> Result<usize> {
+    Ok(usr_mounts()?.into_iter().filter(|live| *live).count())
 }
 
 /// Create the directories above `rel` in the layer with the owner and mode the running `/usr`
@@ -247,7 +252,7 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
     let (bc, sc) = (booted.csum().to_string(), staged.csum().to_string());
     let previous = read_state().filter(|s| s.booted == bc);
     // mounts and state must agree before anything is stacked on them
-    let mounted = live_mounts_on_usr();
+    let mounted = live_mounts_on_usr()?;
     if mounted != previous.as_ref().map_or(0, |s| s.layers.len()) {
         return Err(Error::InvalidState(format!(
             "/usr has {mounted} live overlay(s) but the live state says otherwise (an interrupted apply-live?); run `layerctl apply-live --reset` first"
@@ -480,7 +485,7 @@ pub fn apply(txn: &Transaction, path: &SysrootPath, allow_replacement: bool) -> 
 /// from the mounts themselves, so an interrupted apply or a stale state is cleaned up too.
 pub fn reset(txn: &Transaction) -> Result<bool> {
     let state = read_state();
-    let mounted = live_mounts_on_usr();
+    let mounted = live_mounts_on_usr()?;
     if state.is_none() && mounted == 0 {
         txn.message("Nothing is applied live");
         return Ok(false);
@@ -490,7 +495,7 @@ pub fn reset(txn: &Transaction) -> Result<bool> {
     for _ in 0..mounted {
         // the top /usr mount must be a live layer: never unmount what someone else put there,
         // and never drop the layers or the state while an overlay still uses them
-        if usr_mounts().last() != Some(&true) {
+        if usr_mounts()?.last() != Some(&true) {
             return Err(Error::InvalidState(
                 "another mount sits on /usr above the live overlays; unmount it, then run `layerctl apply-live --reset` again".into(),
             ));
@@ -499,7 +504,7 @@ pub fn reset(txn: &Transaction) -> Result<bool> {
     }
     // an interrupted apply may have left more than one bind mount of the original /usr
     let base = format!("{DIR}/base");
-    while is_mount_point(&base) {
+    while is_mount_point(&base)? {
         host_mount_ns(&["umount", "--lazy", &base])?;
     }
     if let Ok(rd) = std::fs::read_dir(DIR) {

@@ -377,20 +377,24 @@ fn solv_cache(solv: &Path, s: &Synced) -> PathBuf {
 
 /// Check against the base alone (no repository is read) that the local packages `local` have
 /// what they require and that removing the base packages `erase` leaves every other
-/// package's requirements met.
-pub fn check_base(rpmdb_root: &Path, base_commit: &str, settings: &Settings, erase: &[String], local: &[std::path::PathBuf]) -> Result<()> {
+/// package's requirements met. The inner error says what is wrong, for the caller to decide
+/// whether the repositories may help ([`SolveError::Missing`], [`SolveError::Problems`]) or not.
+pub fn check_base(
+    rpmdb_root: &Path,
+    base_commit: &str,
+    settings: &Settings,
+    erase: &[String],
+    local: &[std::path::PathBuf],
+) -> Result<std::result::Result<(), SolveError>> {
     let mut pool = Pool::new(std::env::consts::ARCH)?;
     // the same .solv cache of the base rpmdb the resolver keeps: loading it is cheap
     let solv = settings.cache_dir.join("solv");
     let _ = std::fs::create_dir_all(&solv);
     pool.set_installed_rpmdb(rpmdb_root, Some(&solv.join(format!("@System-{base_commit}.solv"))))?;
-    match pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec(), local: local.to_vec() })? {
-        Ok(_) => Ok(()),
-        Err(e) => Err(solve_error(e)),
-    }
+    Ok(pool.solve(&[], SolveOptions { weak_deps: false, erase: erase.to_vec(), local: local.to_vec() })?.map(|_| ()))
 }
 
-fn solve_error(e: SolveError) -> Error {
+pub(crate) fn solve_error(e: SolveError) -> Error {
     match e {
         e @ SolveError::Missing(_) => Error::InvalidArgument(e.to_string()),
         e @ SolveError::NeededBy(_) => Error::InvalidArgument(format!(

@@ -130,25 +130,27 @@ fn pinning_and_locked_finalization() {
     let e = h.layerctl(&["upgrade", "--check", "--reboot"]).unwrap();
     assert!(stderr(&e).contains("--reboot cannot be combined with --check"), "{}", stderr(&e));
 
-    // the lock belongs to the staged deployment it came with: staging another one (here a
-    // kernel argument change) replaces that deployment and its lock, so a reboot applies it
+    // finalizing a staged deployment nobody locked is refused unless allowed
     h.reboot().unwrap();
-    h.publish(&layerd_tests::fixture::OsSpec::new("4.0")).unwrap();
-    h.layerctl_ok(&["upgrade", "--lock-finalization"]).unwrap();
-    assert_eq!(h.status_json().unwrap()["deployments"][0]["finalization-locked"], true);
-    let out = h.layerctl_ok(&["kargs", "--append", "after-lock=1"]).unwrap();
-    assert!(out.contains("finalization lock of the replaced staged deployment"), "{out}");
-    let s = h.status_json().unwrap();
-    assert_eq!(s["deployments"][0]["finalization-locked"], false, "{s}");
-    // finalizing what was not staged locked is refused unless allowed
-    let csum = s["deployments"][0]["checksum"].as_str().unwrap().to_string();
+    h.layerctl_ok(&["kargs", "--append", "unlocked=1"]).unwrap();
+    let csum = h.status_json().unwrap()["deployments"][0]["checksum"].as_str().unwrap().to_string();
     let e = h.layerctl(&["finalize-deployment", &csum]).unwrap();
     assert!(stderr(&e).contains("is not locked") && stderr(&e).contains("--allow-unlocked"), "{}", stderr(&e));
     let flag = h.rundir().unwrap().join("reboot-requested");
     h.layerctl_ok(&["finalize-deployment", "--allow-unlocked", &csum]).unwrap();
     assert!(flag.exists(), "finalizing reboots");
     h.reboot().unwrap();
-    assert!(h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("after-lock=1"), "the reboot applied it");
+
+    // a held-back node stays held back: a change staged meanwhile (here kernel arguments) is
+    // locked too, and says so, until the orchestrator finalizes
+    h.publish(&layerd_tests::fixture::OsSpec::new("4.0")).unwrap();
+    h.layerctl_ok(&["upgrade", "--lock-finalization"]).unwrap();
+    let out = h.layerctl_ok(&["kargs", "--append", "after-lock=1"]).unwrap();
+    assert!(out.contains("Still locked (an earlier --lock-finalization)"), "{out}");
+    let s = h.status_json().unwrap();
+    assert_eq!(s["deployments"][0]["finalization-locked"], true, "{s}");
+    h.reboot().unwrap();
+    assert!(!h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("after-lock=1"), "the locked deployment was not applied");
 }
 
 #[test]

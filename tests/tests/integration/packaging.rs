@@ -161,5 +161,9 @@ fn the_rpm_spec_builds_a_package_that_layerd_layers_onto_a_node() {
     h.layerctl_ok(&["uninstall", "extra"]).unwrap();
     let packages = h.status_json().unwrap()["deployments"][0]["packages"].to_string();
     assert!(packages.contains("ostree-libs-") && packages.contains("skopeo-"), "{packages}");
+    // asking again for what is there needs no repository: answered from what was built
+    drop(httpd);
+    let again = h.layerctl(&["install", "--idempotent", "--unchanged-exit-77", rpm.to_str().unwrap()]).unwrap();
+    assert_eq!(again.status.code(), Some(77), "{}{}", stdout(&again), stderr(&again));
     let _ = std::fs::remove_dir_all(&top);
 }
