@@ -560,6 +560,18 @@ fn event_stream(
     Box::pin(ReceiverStream::new(out))
 }
 
+/// Send one event of transaction `id`. `Some(client_left)` when the stream is over: the client
+/// went away (`true`), or that was the result (`false`).
+async fn send_event(tx: &mpsc::Sender<Result<pb::TransactionEvent, Status>>, id: &str, e: &crate::txn::Event) -> Option<bool> {
+    let finished = matches!(e.kind, EventKind::Finished(_));
+    if let Some(ev) = event_of(id, e) {
+        if tx.send(Ok(ev)).await.is_err() {
+            return Some(true);
+        }
+    }
+    finished.then_some(false)
+}
+
 /// Send `txn`'s events to `tx`; returns whether the client went away before the end.
 async fn forward_events(
     txn: &Arc<Transaction>,
@@ -579,14 +591,8 @@ async fn forward_events(
     let mut last = since;
     for e in history.iter().filter(|e| e.seq > since) {
         last = e.seq;
-        let finished = matches!(e.kind, EventKind::Finished(_));
-        if let Some(ev) = event_of(&txn.id, e) {
-            if tx.send(Ok(ev)).await.is_err() {
-                return true;
-            }
-        }
-        if finished {
-            return false;
+        if let Some(left) = send_event(tx, &txn.id, e).await {
+            return left;
         }
     }
     // asked for events after the end (a client resuming from its last seen event): the
@@ -608,28 +614,16 @@ async fn forward_events(
             Ok(e) if e.seq <= last => continue,
             Ok(e) => {
                 last = e.seq;
-                let finished = matches!(e.kind, EventKind::Finished(_));
-                if let Some(ev) = event_of(&txn.id, &e) {
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return true;
-                    }
-                }
-                if finished {
-                    return false;
+                if let Some(left) = send_event(tx, &txn.id, &e).await {
+                    return left;
                 }
             }
             // fell behind: replay what was missed from the history
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 for e in txn.events_since(last) {
                     last = e.seq;
-                    let finished = matches!(e.kind, EventKind::Finished(_));
-                    if let Some(ev) = event_of(&txn.id, &e) {
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return true;
-                        }
-                    }
-                    if finished {
-                        return false;
+                    if let Some(left) = send_event(tx, &txn.id, &e).await {
+                        return left;
                     }
                 }
             }

@@ -10,6 +10,21 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// Where the spec puts the package's files (what an admin finds on the node).
+const SHIPPED: &[&str] = &[
+    "/usr/libexec/layerd",
+    "/usr/bin/layerctl",
+    "/usr/lib/systemd/system/layerd.service",
+    "/usr/lib/systemd/system/layerd.socket",
+    "/usr/lib/tmpfiles.d/layerd.conf",
+    "/usr/lib/sysusers.d/layerd.conf",
+    "/usr/share/dbus-1/system-services/org.layerd.Layerd1.service",
+    "/usr/share/dbus-1/system.d/org.layerd.Layerd1.conf",
+    "/usr/share/polkit-1/actions/org.layerd.Layerd1.policy",
+    "/usr/share/layerd/proto/layerd/v1/layerd.proto",
+    "/etc/layerd/config.toml",
+];
+
 fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -75,20 +90,8 @@ fn the_rpm_spec_builds_a_package_that_layerd_layers_onto_a_node() {
         .args(["--define", "_build_id_links none"]));
     let rpm = std::fs::read_dir(top.join("RPMS/x86_64")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "rpm")).unwrap();
     let files = stdout(&run(Command::new("rpm").arg("-qlp").arg(&rpm)));
-    for f in [
-        "/usr/libexec/layerd",
-        "/usr/bin/layerctl",
-        "/usr/lib/systemd/system/layerd.service",
-        "/usr/lib/systemd/system/layerd.socket",
-        "/usr/lib/tmpfiles.d/layerd.conf",
-        "/usr/lib/sysusers.d/layerd.conf",
-        "/usr/share/dbus-1/system-services/org.layerd.Layerd1.service",
-        "/usr/share/dbus-1/system.d/org.layerd.Layerd1.conf",
-        "/usr/share/polkit-1/actions/org.layerd.Layerd1.policy",
-        "/usr/share/layerd/proto/layerd/v1/layerd.proto",
-        "/etc/layerd/config.toml",
-    ] {
-        assert!(files.lines().any(|l| l == f), "{f} missing from the package:\n{files}");
+    for f in SHIPPED {
+        assert!(files.lines().any(|l| l == *f), "{f} missing from the package:\n{files}");
     }
     let scripts = stdout(&run(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm)));
     assert!(scripts.contains("preset layerd.service layerd.socket"), "{scripts}");
@@ -132,19 +135,7 @@ fn the_rpm_spec_builds_a_package_that_layerd_layers_onto_a_node() {
     let s = h.status_json().unwrap();
     assert_eq!(s["deployments"][0]["requested-local-packages"][0], "layerd-0.1.0-1.x86_64", "{s}");
     h.reboot().unwrap();
-    for f in [
-        "/usr/libexec/layerd",
-        "/usr/bin/layerctl",
-        "/usr/lib/systemd/system/layerd.service",
-        "/usr/lib/systemd/system/layerd.socket",
-        "/usr/lib/tmpfiles.d/layerd.conf",
-        "/usr/lib/sysusers.d/layerd.conf",
-        "/usr/share/dbus-1/system-services/org.layerd.Layerd1.service",
-        "/usr/share/dbus-1/system.d/org.layerd.Layerd1.conf",
-        "/usr/share/polkit-1/actions/org.layerd.Layerd1.policy",
-        "/usr/share/layerd/proto/layerd/v1/layerd.proto",
-        "/etc/layerd/config.toml",
-    ] {
+    for f in SHIPPED {
         assert!(h.exec(&["test", "-f", f]).unwrap().status.success(), "{f} is not on the node after the reboot");
     }
     // the shipped files are the workspace's, and the layered client runs on the node
