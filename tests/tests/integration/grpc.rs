@@ -390,6 +390,24 @@ fn declarative_apply_is_idempotent() {
         let e = c.apply(pb::ApplyRequest { packages: Some(pb::PackageSet { names: vec!["a b".into()] }), ..Default::default() }).await.err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("packages.names"), "{e:?}");
+
+        // another base, the packages and the arguments in one declarative request
+        const TESTING: &str = "fixture:fixture/x86_64/coreos/testing";
+        h.publish_to(&OsSpec::new("9.0"), "fixture/x86_64/coreos/testing").unwrap();
+        let mut moved = desired(true, &["htop"]);
+        moved.base = TESTING.into();
+        let ev = collect(c.apply(moved.clone()).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success, "{ev:?}");
+        assert!(messages(&ev).iter().any(|m| m.contains("9.0")), "the dry run names the new base: {:?}", messages(&ev));
+        assert_ne!(c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments[0].origin, TESTING, "a dry run changes nothing");
+        moved.dry_run = false;
+        let ev = collect(c.apply(moved.clone()).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && !result_of(&ev).unchanged, "{ev:?}");
+        let d = c.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().deployments;
+        assert!(d[0].origin == TESTING && d[0].base_version == "9.0" && d[0].requested_packages == ["htop"], "{d:?}");
+        assert!(d[0].kernel_arguments.contains(&"mitigations=off".to_string()), "{d:?}");
+        let ev = collect(c.apply(moved).await.unwrap().into_inner()).await;
+        assert!(result_of(&ev).success && result_of(&ev).unchanged, "the node looks like this now: {ev:?}");
     });
 }
 
