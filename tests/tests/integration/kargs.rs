@@ -151,6 +151,18 @@ fn pinning_and_locked_finalization() {
     assert_eq!(s["deployments"][0]["finalization-locked"], true, "{s}");
     h.reboot().unwrap();
     assert!(!h.exec_ok(&["cat", "/proc/cmdline"]).unwrap().contains("after-lock=1"), "the locked deployment was not applied");
+
+    // --reboot works the same on the other changes: an upgrade, then a rollback
+    h.publish(&layerd_tests::fixture::OsSpec::new("5.0")).unwrap();
+    let flag = h.rundir().unwrap().join("reboot-requested");
+    h.layerctl_ok(&["cleanup", "-p"]).unwrap();
+    h.layerctl_ok(&["upgrade", "--reboot"]).unwrap();
+    assert!(flag.exists(), "upgrade --reboot reboots");
+    h.reboot().unwrap();
+    assert_eq!(h.exec_ok(&["sh", "-c", ". /usr/lib/os-release; echo $VERSION_ID"]).unwrap().trim(), "5.0");
+    let flag = h.rundir().unwrap().join("reboot-requested");
+    h.layerctl_ok(&["rollback", "--reboot"]).unwrap();
+    assert!(flag.exists(), "rollback --reboot reboots");
 }
 
 #[test]
