@@ -471,12 +471,14 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
     // was built by layerd from this very set on this base, its check holds and what the
     // repositories supplied for the local packages then is carried as it was (an unchanged
     // request answers at once, offline too).
+    // the input digest layerd recorded when it built the source deployment (none: another tool built it)
+    let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
     let as_built = requested.is_empty()
         && origin.requested_packages.is_empty()
         && base == current_base
         && new_ovr == current_ovr
         && entries.iter().collect::<BTreeSet<_>>() == origin.requested_local.iter().collect::<BTreeSet<_>>()
-        && commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs").is_some();
+        && source_digest.is_some();
     if resolver.is_none() && !local_headers.is_empty() && as_built {
         let replacements: Vec<&String> = ovr.replacements.iter().map(|(e, _)| e).collect();
         repo_entries = commit_meta_strs(&repo, source.csum().as_str(), "layerd.layered")
@@ -530,7 +532,6 @@ pub fn run(txn: &Transaction, path: &SysrootPath, req: &LayerRequest, settings: 
         let d: BTreeSet<&String> = origin.requested_packages.iter().collect();
         a == b && c == d
     };
-    let source_digest = commit_meta_str(&repo, source.csum().as_str(), "layerd.inputs");
     let unchanged = same_set
         && base == current_base
         && new_base.refspec.as_deref() == origin.base_refspec()

@@ -9,9 +9,6 @@ use crate::origin::Origin;
 use crate::sysroot::{deployment_id, same_deployment, SysrootPath};
 use crate::{glib, ostree};
 
-/// Marker libostree writes when a staged deployment must not be finalized at shutdown.
-const FINALIZATION_LOCK: &str = "/run/ostree/staged-deployment-locked";
-
 /// Everything status shows, read in one go from one loaded sysroot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -35,7 +32,7 @@ pub fn read(path: &SysrootPath) -> Result<Snapshot> {
 pub fn describe(sysroot: &ostree::Sysroot, path: &Path) -> Result<Snapshot> {
     let repo = sysroot.repo();
     let booted = sysroot.booted_deployment();
-    let finalization_locked = sysroot.is_booted() && Path::new(FINALIZATION_LOCK).exists();
+    let finalization_locked = sysroot.is_booted() && Path::new(crate::finalize::LOCK).exists();
     let mut deployments = Vec::new();
     for d in sysroot.deployments() {
         let is_booted = booted.as_ref().is_some_and(|b| same_deployment(b, &d));
@@ -195,7 +192,7 @@ pub fn fingerprint(sysroot: &Path) -> Fingerprint {
     }
     if sysroot == Path::new("/") {
         add(Path::new("/run/ostree/staged-deployment"));
-        add(Path::new(FINALIZATION_LOCK));
+        add(Path::new(crate::finalize::LOCK));
         add(Path::new(crate::live::STATE));
     }
     Fingerprint(v)
