@@ -222,7 +222,9 @@ pub(crate) fn build(txn: &Transaction, repo: &ostree::Repo, tree: &ostree::Mutab
         ("layerd.version", crate::VERSION.to_variant()),
         ("rpmostree.clientlayer", true.to_variant()),
     ];
-    if let Ok(Some(v)) = base_meta.lookup::<String>("version") {
+    // the base's version travels with the layered commit, also when it comes from an image's
+    // label: zincati and the MCO read `version` of the deployment, not of its base
+    if let Some(v) = crate::status::commit_version(&base_meta) {
         meta.push(("version", v.to_variant()));
     }
     let mut names: Vec<String> = pkgs.iter().map(|p| p.name.clone()).collect();

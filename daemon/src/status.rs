@@ -63,13 +63,17 @@ fn image_version(meta: &glib::VariantDict) -> Option<String> {
     labels["org.opencontainers.image.version"].as_str().or(labels["version"].as_str()).map(str::to_string)
 }
 
+/// A commit's version: its `version` metadata, or the label of the image it was imported from.
+pub fn commit_version(meta: &glib::VariantDict) -> Option<String> {
+    meta.lookup::<String>("version").ok().flatten().or_else(|| image_version(meta))
+}
+
 fn commit_info(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
     let (commit, _state) = repo
         .load_commit(checksum)
         .with_context(|| format!("loading commit {checksum}"))?;
     let meta = commit.child_value(0);
-    let dict = glib::VariantDict::new(Some(&meta));
-    let version = dict.lookup::<String>("version").ok().flatten().or_else(|| image_version(&dict));
+    let version = commit_version(&glib::VariantDict::new(Some(&meta)));
     Ok(CommitInfo {
         timestamp: ostree::commit_get_timestamp(&commit),
         parent: ostree::commit_get_parent(&commit).map(|p| p.to_string()),
@@ -116,7 +120,8 @@ fn deployment(
         osname: d.osname().to_string(),
         serial: d.deployserial(),
         checksum,
-        version: commit.version.clone(),
+        // a layered commit written before it carried its base's version shows the base's
+        version: commit.version.clone().or_else(|| base.as_ref().and_then(|(_, b)| b.version.clone())),
         timestamp: commit.timestamp,
         booted,
         staged,

@@ -137,6 +137,10 @@ fn rebase_to_a_bootable_container_image_and_back() {
     assert!(d["container-image-reference-digest"].as_str().unwrap_or("").starts_with("sha256:"), "{d}");
     assert_eq!(strs(&d["requested-local-packages"]), ["tool-1-1.x86_64"], "layered packages come along");
     assert!(d["origin"].is_null(), "{d}");
+    // zincati and the MCO read the deployment's own version: a layered commit on an image base
+    // carries the image's
+    assert_eq!(d["version"], "7.0", "{d}");
+    assert_eq!(d["base-version"], "7.0", "{d}");
     h.reboot().unwrap();
     assert_eq!(os_version(&h), "7.0");
     assert_eq!(h.exec_ok(&["tool"]).unwrap(), "tool\n");
