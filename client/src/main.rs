@@ -4,6 +4,7 @@
 //! `org.layerd.Layerd1`. Exit codes: 0 done, 1 failed, 77 nothing changed (with
 //! `--unchanged-exit-77`) or a pending deployment exists (with `status --pending-exit-77`).
 
+mod compat;
 mod connect;
 mod progress;
 mod status;
@@ -25,6 +26,9 @@ struct Cli {
     /// Name of the calling agent, shown in status and logs (default: $RPMOSTREE_CLIENT_ID).
     #[arg(long, global = true, env = "RPMOSTREE_CLIENT_ID")]
     client_id: Option<String>,
+    /// Accepted as rpm-ostree does (`-y`): layerctl never asks before changing anything.
+    #[arg(short = 'y', long = "assumeyes", global = true, hide = true)]
+    _assumeyes: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -205,6 +209,9 @@ enum Cmd {
         /// `htop`, `'libpcap.so.1()(64bit)'`, `/usr/bin/iperf3`, `./x.rpm`.
         #[arg(required = true)]
         packages: Vec<String>,
+        /// Uninstall these layered packages in the same transaction.
+        #[arg(long = "uninstall", value_name = "PKG")]
+        uninstall: Vec<String>,
         #[command(flatten)]
         layer: LayerOpts,
         #[command(flatten)]
@@ -226,6 +233,7 @@ enum Cmd {
         change: ChangeOpts,
     },
     /// Move to the newest version of the base (layered packages are carried over).
+    #[command(visible_alias = "update")]
     Upgrade {
         /// Accept a newest commit that is older than the current base.
         #[arg(long)]
@@ -238,6 +246,9 @@ enum Cmd {
     /// Move to another ostree ref (`remote:ref`, `:ref`), layered packages carried over.
     Rebase {
         refspec: String,
+        /// Accepted as rpm-ostree's `rebase --experimental` (image references need no flag here).
+        #[arg(long, hide = true)]
+        _experimental: bool,
         /// A commit checksum or version of the new ref (pinned).
         revision: Option<String>,
         #[command(flatten)]
@@ -330,7 +341,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if compat::invoked_as_rpm_ostree(args.first()) && args.get(1).is_some_and(|a| a == "--version") {
+        print!("{}", compat::version_yaml());
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse_from(args);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -374,8 +390,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.cleanup(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
-        Cmd::Install { packages, layer, change } => {
-            update(&conn, opts, &packages, &[], false, OverrideArgs::default(), &layer, &change).await
+        Cmd::Install { packages, uninstall, layer, change } => {
+            update(&conn, opts, &packages, &uninstall, false, OverrideArgs::default(), &layer, &change).await
         }
         Cmd::Override { cmd } => match cmd {
             OverrideCmd::Remove { packages, install, layer, change } => {
@@ -412,7 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let path = daemon.upgrade(opts).await.map_err(connect::api_error)?;
             txn::run(&conn, path, change.wait, change.unchanged_exit_77).await
         }
-        Cmd::Rebase { refspec, revision, base, change } => {
+        Cmd::Rebase { refspec, revision, base, change, .. } => {
             base.apply(&mut opts);
             if let Some(r) = &revision {
                 opts.insert("revision", Value::from(r.as_str()));

@@ -13,3 +13,4 @@ mod grpc;
 mod polkit;
 mod packaging;
 mod live;
+mod compat;
